@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Union
 
 from .errors import Span
+from .types import Type
 
 EVENT_AGGREGATES = ("count", "sum", "avg", "min", "max", "first", "last")
 POPULATION_AGGREGATES = ("count", "sum", "avg", "min", "max", "quantile")
@@ -23,6 +24,8 @@ LiteralValue = Union[None, bool, int, Decimal, str, dt.timedelta, dt.date, dt.da
 @dataclass(frozen=True)
 class Node:
     span: Span | None = field(default=None, compare=False, repr=False, kw_only=True)
+    # Set by the checker (check_expr.py), which returns a typed copy of the tree.
+    type: Type | None = field(default=None, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class Name(Node):
     """A member field, param, metric, tier or class list, segment, or `as_of`."""
 
     name: str
+    # What the name refers to, set by the checker: member, param, metric, tier, next_tier,
+    # tier_gap, current_tier (the member field named by tiers.current), class, segment, as_of,
+    # or event (a field of the aggregated event table).
+    ref: str | None = field(default=None, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True)

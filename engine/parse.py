@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from importlib import resources
+from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
@@ -18,6 +18,9 @@ from .errors import Diagnostic, Span
 
 MAX_EXPRESSION_CHARS = 20_000
 MAX_NESTING = 64
+
+# grammar/ sits beside engine/ both in the checkout and in the installed package.
+GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar" / "memberrules.lark"
 
 # Locates the characters [start, end) of the expression text in its file.
 Locator = Callable[[int, int], Span]
@@ -38,7 +41,7 @@ def text_locator(text: str, file: str = "<expr>") -> Locator:
 
 @functools.cache
 def _parser() -> Lark:
-    grammar = resources.files("memberrules.grammar").joinpath("memberrules.lark").read_text("utf-8")
+    grammar = GRAMMAR_PATH.read_text("utf-8")
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 

@@ -1,0 +1,120 @@
+"""The merged YAML document → the pydantic RuleSet, with shape errors at file:line:col."""
+
+from __future__ import annotations
+
+import types as pytypes
+import typing
+
+import pydantic
+from pydantic import BaseModel
+
+from .errors import Diagnostic, did_you_mean
+from .load import LoadedRuleSet
+from .model import RuleSet
+
+
+def _model_at(path: tuple) -> type[BaseModel] | None:
+    """The pydantic model describing the map at `path` (for "did you mean" on keys)."""
+    annotation: object = RuleSet
+    for step in path:
+        model = _as_model(annotation, prefer_model=True)
+        if model is not None:
+            fields = {f.alias or name: f for name, f in model.model_fields.items()}
+            if step not in fields:
+                return None
+            annotation = fields[step].annotation
+            continue
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+        if origin is dict:
+            annotation = args[1]
+        elif origin is list:
+            annotation = args[0]
+        else:
+            annotation = _as_model(annotation, prefer_model=True)
+            if annotation is None:
+                return None
+    return _as_model(annotation, prefer_model=True)
+
+
+def _as_model(annotation: object, prefer_model: bool) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, pytypes.UnionType):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None
+
+
+def _data_path(loc: tuple, data: object) -> tuple[tuple, bool]:
+    """Follow a pydantic `loc` through the data, dropping union-branch tags.
+
+    Returns the path and whether the error belongs to the branch the value is in
+    (a map value is a model, not a `str`; a string is not a model).
+    """
+    path: list = []
+    current = data
+    for step in loc:
+        if isinstance(current, dict) and step in current:
+            path.append(step)
+            current = current[step]
+        elif isinstance(current, list) and isinstance(step, int) and step < len(current):
+            path.append(step)
+            current = current[step]
+        elif isinstance(step, str) and step[:1].isupper():  # a model branch of a union
+            if not isinstance(current, dict):
+                return tuple(path), False
+        elif isinstance(current, dict) and _is_field(tuple(path), step):  # a missing key
+            path.append(step)
+        elif isinstance(current, dict):  # a scalar branch of a union, but the value is a map
+            return tuple(path), False
+    return tuple(path), True
+
+
+def _is_field(path: tuple, step: object) -> bool:
+    model = _model_at(path)
+    return model is not None and any(step == (f.alias or n) for n, f in model.model_fields.items())
+
+
+def _message(error: dict, path: tuple) -> tuple[str, str | None]:
+    kind = error["type"]
+    where = ".".join(str(p) for p in path[:-1]) or "the rule file"
+    if kind == "extra_forbidden":
+        key = path[-1]
+        model = _model_at(path[:-1])
+        allowed = [f.alias or n for n, f in model.model_fields.items()] if model else []
+        guess = did_you_mean(str(key), allowed)
+        hint = f"did you mean '{guess}'?" if guess else ("allowed here: " + ", ".join(allowed) if allowed else None)
+        return f"unknown key '{key}' in {where}", hint
+    if kind == "missing":
+        return f"'{path[-1]}' is required in {where}", None
+    message = error["msg"]
+    if kind.endswith("_type") or kind.startswith("literal"):
+        message = f"{'.'.join(str(p) for p in path)}: {message[0].lower()}{message[1:]}"
+    return message, None
+
+
+def validate_shape(loaded: LoadedRuleSet) -> tuple[RuleSet | None, list[Diagnostic]]:
+    """Validate the merged document against the model; every error points into a file."""
+    try:
+        return RuleSet.model_validate(loaded.data), []
+    except pydantic.ValidationError as failure:
+        diagnostics: list[Diagnostic] = []
+        seen: set[tuple] = set()
+        for error in failure.errors():
+            if error["type"] == "missing" and error["loc"] == ("schema",):
+                diagnostics.append(Diagnostic("MR107", "the rule set has no 'schema' section",
+                                              hint="declare the data the rules may read: schema: {member: …}"))
+                continue
+            path, in_branch = _data_path(tuple(error["loc"]), loaded.data)
+            if not in_branch:
+                continue
+            if path in seen:  # one message per place: the first branch of a union is enough
+                continue
+            seen.add(path)
+            message, hint = _message(error, path)
+            span = loaded.positions.key_span(path) if error["type"] == "extra_forbidden" else \
+                loaded.positions.span(path)
+            diagnostics.append(Diagnostic("MR108", message, span, hint=hint))
+        return None, diagnostics

@@ -1,0 +1,74 @@
+"""Action templates: Jinja2 in its sandbox, undefined names are errors (SPEC §6)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import Diagnostic, did_you_mean
+from .parse import Locator
+
+
+@functools.cache
+def environment() -> ImmutableSandboxedEnvironment:
+    """The one environment templates compile and render in: sandboxed, immutable, strict."""
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def _line_offset(text: str, lineno: int) -> int:
+    offset = 0
+    for _ in range(max(lineno - 1, 0)):
+        newline = text.find("\n", offset)
+        if newline < 0:
+            break
+        offset = newline + 1
+    return offset
+
+
+def _find(text: str, word: str, lineno: int) -> tuple[int, int]:
+    start = _line_offset(text, lineno)
+    at = text.find(word, start)
+    if at < 0:
+        at = text.find(word)
+    return (at, at + len(word)) if at >= 0 else (start, start + 1)
+
+
+def check_template(text: str, names: Iterable[str], member_fields: Mapping[str, object],
+                   locate: Locator) -> list[Diagnostic]:
+    """Every name a template uses must exist; `member.x` must be a member field."""
+    env = environment()
+    try:
+        tree = env.parse(text)
+    except TemplateSyntaxError as problem:
+        start = _line_offset(text, problem.lineno or 1)
+        return [Diagnostic("MR315", f"the template does not compile: {problem.message}",
+                           locate(start, start + 1), hint="templates are Jinja2: {{ member.name }}")]
+    known = set(names)
+    diagnostics = []
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    for node in tree.find_all(nodes.Name):
+        if node.ctx != "load" or node.name in known or node.name in assigned or node.name in env.globals:
+            continue
+        guess = did_you_mean(node.name, known)
+        start, end = _find(text, node.name, node.lineno)
+        diagnostics.append(Diagnostic("MR314", f"the template uses '{node.name}', which does not exist",
+                                      locate(start, end),
+                                      hint=f"did you mean '{guess}'?" if guess else
+                                      "templates see member.<field>, metrics, tier, next_tier, gap, classes, "
+                                      "segments, params and as_of"))
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name == "member" and node.attr not in member_fields:
+            guess = did_you_mean(node.attr, list(member_fields))
+            start, end = _find(text, node.attr, node.lineno)
+            diagnostics.append(Diagnostic("MR314", f"the template uses member.{node.attr}, which is not a member "
+                                                   "field", locate(start, end),
+                                          hint=f"did you mean 'member.{guess}'?" if guess else None))
+    return diagnostics
+
+
+def render(text: str, context: Mapping[str, object]) -> str:
+    """Render a checked template; sandbox violations raise jinja2's SecurityError."""
+    return environment().from_string(text).render(context)

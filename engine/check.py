@@ -364,7 +364,7 @@ class _RuleSetChecker:
         if kind not in ("bool", "error", "null"):
             self.error("MR313", f"a condition must be true or false, got {typed.type}", typed.span,
                        hint="compare it, e.g. x > 0")
-        elif warn_nulls and typed.type.nullable and kind == "bool":  # type: ignore[union-attr]
+        elif warn_nulls and typed.type.nullable and kind == "bool" and not _has_error(typed):  # type: ignore
             culprits = _nullable_names(typed)
             named = " or ".join(f"'{n}'" for n in culprits) or "a value"
             self.error("MR413", f"this condition is unknown when {named} is null, and then does not match",
@@ -627,6 +627,11 @@ def _kind(symbol: Symbol) -> str:
 def _maybe(word: str, candidates) -> str | None:
     guess = did_you_mean(word, list(candidates))
     return f"did you mean '{guess}'?" if guess else None
+
+
+def _has_error(expr: ast.Expr) -> bool:
+    """Whether a sub-expression already failed (its diagnostic says enough)."""
+    return any(node.type is not None and node.type.is_error for node in ast.walk(expr))
 
 
 def _nullable_names(expr: ast.Expr) -> list[str]:

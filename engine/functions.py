@@ -99,7 +99,9 @@ def _round(types, args):
         digits = args[1]
         if not (isinstance(digits, ast.Literal) and digits.kind == "int" and digits.value <= 18):
             raise FunctionError("the number of digits must be a whole number from 0 to 18, such as 2")
-    return types[0].with_null(_nullable(types)) if types[0].kind != "null" else t.NULL
+        return types[0].with_null(_nullable(types)) if types[0].kind != "null" else t.NULL
+    # round(x) is a whole number: the way to turn spend into points.
+    return t.INT.with_null(_nullable(types))
 
 
 def _abs(types, args):
@@ -150,7 +152,8 @@ FUNCTIONS: dict[str, Function] = {f.name: f for f in (
     Function("coalesce", "coalesce(a, b, …)", "the first argument that is not null", _coalesce),
     Function("min", "min(a, b, …)", "the smallest of several values (null if any is null)", _least_greatest),
     Function("max", "max(a, b, …)", "the largest of several values (null if any is null)", _least_greatest),
-    Function("round", "round(x) or round(x, 2)", "half away from zero", _round),
+    Function("round", "round(x) or round(x, 2)",
+             "half away from zero; round(x) is an int, round(x, n) keeps x's type", _round),
     Function("abs", "abs(x)", "absolute value", _abs),
     Function("lower", "lower(s)", "lower case", _string_to_string),
     Function("upper", "upper(s)", "upper case", _string_to_string),

@@ -15,6 +15,8 @@ from pathlib import Path
 from . import ast
 from . import types as t
 from .check_expr import Context, ExprChecker, Symbol, Table
+from .delivery import (Cap, CampaignWindow, ChannelPolicy, CheckedDelivery, parse_day, parse_time_range,
+                       parse_weekday, template_problems)
 from .errors import Diagnostic, Span, did_you_mean, sort_key
 from .load import LoadedRuleSet, load_rule_set
 from .model import Metric, RuleSet, Segment
@@ -83,7 +85,7 @@ class ClassList:
 class Trigger:
     """A transition against the member's previous state (`on:`)."""
 
-    kind: str  # tier_up, tier_down, first_order, entered, left, class_change
+    kind: str  # tier_up, tier_down, tier_at_risk, first_order, entered, left, class_change
     subject: str | None = None  # segment or class list
     from_value: str | None = None
     to_value: str | None = None
@@ -102,6 +104,9 @@ class CheckedCampaign:
     cooldown: dt.timedelta | None
     priority: int
     group: str | None
+    window: CampaignWindow | None = None
+    budget: int | None = None
+    transactional: bool = False
 
 
 @dataclass
@@ -119,6 +124,10 @@ class CheckedRuleSet:
     campaigns: dict[str, CheckedCampaign]
     order: list[tuple[str, str]]  # ("metric", name) | ("tier", "tier") | ("class", name) | ("segment", name)
     sources: dict[str, str] = field(default_factory=dict)
+    delivery: CheckedDelivery = field(default_factory=CheckedDelivery)
+    # `count(orders)`, typed, when the schema has an `orders` table: the first_order trigger
+    # compares it with the previous run's count.
+    order_count: ast.Expr | None = None
 
     @property
     def member(self) -> Table:
@@ -165,7 +174,7 @@ def _param_from_yaml(value: object) -> tuple[object, t.Type]:
 
 
 _TRIGGER_PATTERNS = (
-    (re.compile(r"^(tier_up|tier_down|first_order)$"), lambda m: Trigger(m[1])),
+    (re.compile(r"^(tier_up|tier_down|tier_at_risk|first_order)$"), lambda m: Trigger(m[1])),
     (re.compile(r"^(entered|left)\s+(\w+)$"), lambda m: Trigger(m[1], m[2])),
     (re.compile(r"^(?:class\s+)?(\w+)\s+(?:from\s+(\w+))?\s*(?:to\s+(\w+))?$"),
      lambda m: Trigger("class_change", m[1], m[2], m[3]) if (m[2] or m[3]) else None),
@@ -173,7 +182,7 @@ _TRIGGER_PATTERNS = (
 
 
 def parse_trigger(text: str) -> Trigger | None:
-    """`tier_up`, `tier_down`, `first_order`, `entered vip`, `left vip`,
+    """`tier_up`, `tier_down`, `tier_at_risk`, `first_order`, `entered vip`, `left vip`,
     `class lifecycle from silent to dormant` (either end may be left out)."""
     for pattern, build in _TRIGGER_PATTERNS:
         match = pattern.match(text.strip())
@@ -493,7 +502,8 @@ class _RuleSetChecker:
                 trigger = parse_trigger(campaign.on)
                 if trigger is None:
                     self.error("MR414", f"unknown trigger '{campaign.on}'", self.span(*path, "on"),
-                               hint="triggers: tier_up, tier_down, first_order, entered SEGMENT, left SEGMENT, "
+                               hint="triggers: tier_up, tier_down, tier_at_risk, first_order, entered SEGMENT, "
+                                    "left SEGMENT, "
                                     "class LIST from A to B")
                 else:
                     self.check_trigger(trigger, self.span(*path, "on"))
@@ -519,15 +529,23 @@ class _RuleSetChecker:
                 self.diagnostics.extend(check_template(
                     campaign.action.template, self.template_names(), member_fields,
                     self.loaded.positions.locator((*path, "action", "template"))))
+                self.diagnostics.extend(template_problems(
+                    campaign.action.template, campaign.action.channel, self.delivery.policy(campaign.action.channel),
+                    self.loaded.positions.locator((*path, "action", "template"))))
             cooldown = self.duration(campaign.cooldown, *path, "cooldown") if campaign.cooldown else None
             result[name] = CheckedCampaign(name, when, trigger, requires, campaign.action.channel,
                                            campaign.action.template, campaign.action.coupon, points, cooldown,
-                                           campaign.priority, campaign.group)
+                                           campaign.priority, campaign.group, self.campaign_window(name),
+                                           campaign.budget, campaign.transactional)
         return result
 
     def check_trigger(self, trigger: Trigger, span: Span | None) -> None:
-        if trigger.kind in ("tier_up", "tier_down") and self.model.tiers is None:
+        if trigger.kind in ("tier_up", "tier_down", "tier_at_risk") and self.model.tiers is None:
             self.error("MR414", f"'{trigger.kind}' needs a tiers section", span)
+        if trigger.kind == "tier_at_risk" and self.model.tiers is not None and self.model.tiers.downgrade is None:
+            self.error("MR414", "'tier_at_risk' needs tiers.downgrade: without it nobody ever loses a tier", span)
+        if trigger.kind == "first_order" and "orders" not in self.model.schema_:
+            self.error("MR414", "'first_order' needs an event table named 'orders' in the schema", span)
         if trigger.kind in ("entered", "left") and trigger.subject not in self.model.segments:
             self.error("MR301", f"unknown segment '{trigger.subject}'", span,
                        hint=_maybe(trigger.subject or "", self.model.segments))
@@ -545,7 +563,70 @@ class _RuleSetChecker:
 
     def template_names(self) -> set[str]:
         names = {name for name, symbol in self.symbols.items() if symbol.ref != "member"}
-        return names | {"member", "gap", "campaign"}
+        return names | {"member", "gap", "campaign", "segments", "classes", "keep_gap", "earned_tier", "previous"}
+
+    # -- delivery (consent, caps, quiet hours, budget) and campaign windows ----------------------
+
+    def time_range(self, text: str, *path) -> object:
+        try:
+            return parse_time_range(text)
+        except ValueError as problem:
+            self.error("MR420", str(problem), self.span(*path), hint="write local times as HH:MM-HH:MM")
+            return None
+
+    def caps(self, caps, channel: str | None, *path) -> tuple[Cap, ...]:
+        result = []
+        for i, cap in enumerate(caps):
+            per = self.duration(cap.per, *path, i, "per")
+            if per is not None:
+                result.append(Cap(cap.max, per, channel))
+        return tuple(result)
+
+    def check_delivery(self) -> CheckedDelivery:
+        delivery = self.model.delivery
+        if delivery is None:
+            return CheckedDelivery()
+        channels = {}
+        for channel, rules in delivery.channels.items():
+            path = ("delivery", "channels", channel)
+            quiet = self.time_range(rules.quiet_hours, *path, "quiet_hours") if rules.quiet_hours else None
+            channels[channel] = ChannelPolicy(rules.max_length, rules.placeholder_length, quiet,  # type: ignore[arg-type]
+                                              self.caps(rules.caps, channel, *path, "caps"))
+        return CheckedDelivery(channels, self.caps(delivery.caps, None, "delivery", "caps"), delivery.budget)
+
+    def campaign_window(self, name: str) -> CampaignWindow | None:
+        window = self.model.campaigns[name].window
+        if window is None:
+            return None
+        path = ("campaigns", name, "window")
+        days = []
+        for key, text in (("from", window.from_), ("to", window.to)):
+            try:
+                days.append(parse_day(text) if text is not None else None)
+            except ValueError:
+                days.append(None)
+                self.error("MR420", f"window.{key}: '{text}' is not a date", self.span(*path, key),
+                           hint="write a day as '@2026-11-09' (quoted: YAML reserves a leading @)")
+        if days[0] is not None and days[1] is not None and days[1] < days[0]:
+            self.error("MR420", f"the window ends ({days[1]}) before it starts ({days[0]})", self.span(*path, "to"))
+        weekdays = None
+        if window.weekdays is not None:
+            weekdays = set()
+            for i, value in enumerate(window.weekdays):
+                try:
+                    weekdays.add(parse_weekday(value))
+                except ValueError as problem:
+                    self.error("MR420", str(problem), self.span(*path, "weekdays", i))
+        hours = self.time_range(window.hours, *path, "hours") if window.hours is not None else None
+        return CampaignWindow(days[0], days[1], frozenset(weekdays) if weekdays is not None else None,
+                              hours)  # type: ignore[arg-type]
+
+    def order_count(self) -> ast.Expr | None:
+        if "orders" not in self.tables:
+            return None
+        checker = ExprChecker(self.lookup, lambda: [], self.tables, [])
+        expr = parse_expr("count(orders)").expr
+        return checker.check(expr) if expr is not None else None
 
     # -- order ---------------------------------------------------------------------------------
 
@@ -606,6 +687,7 @@ class _RuleSetChecker:
             self.check_metric(name)
         classes = self.check_classes()
         segments = self.check_segments()
+        self.delivery = self.check_delivery()
         campaigns = self.check_campaigns()
         order = self.order()
         if any(d.is_error for d in self.diagnostics):
@@ -615,7 +697,7 @@ class _RuleSetChecker:
             output = raw.output if isinstance(raw, Metric) else False
             metrics[name] = CheckedMetric(name, self.metric_exprs[name], output)
         return CheckedRuleSet(self.model, self.model.timezone, self.tables, self.params, metrics, tiers, classes,
-                              segments, campaigns, order, self.loaded.sources)
+                              segments, campaigns, order, self.loaded.sources, self.delivery, self.order_count())
 
 
 def _kind(symbol: Symbol) -> str:

@@ -69,8 +69,11 @@ class Segment(Strict):
     description: StrictStr | None = None
 
 
+Channel = Literal["sms", "email", "push", "in_app", "coupon", "points"]
+
+
 class Action(Strict):
-    channel: Literal["sms", "email", "push", "in_app", "coupon", "points"]
+    channel: Channel
     template: StrictStr | None = Field(None, description="Jinja2 text, rendered in a sandbox")
     coupon: StrictStr | None = Field(None, description="coupon code or kind, for channel coupon")
     points: StrictStr | None = Field(None, description="expression: points to grant, for channel points")
@@ -85,6 +88,45 @@ class Campaign(Strict):
     priority: StrictInt = 0
     group: StrictStr | None = Field(None, description="exclusive group: one action per member per group")
     description: StrictStr | None = None
+    window: CampaignWindow | None = Field(None, description="when the campaign is live (dates, weekdays, hours)")
+    budget: Annotated[StrictInt, Field(ge=0)] | None = Field(None, description="at most this many actions per run")
+    transactional: StrictBool = Field(False, description="a service message: not counted by, nor held back by, "
+                                                         "the frequency caps")
+
+
+class CampaignWindow(Strict):
+    """When a campaign is live, read against `as_of` in the rule set's timezone."""
+
+    from_: StrictStr | None = Field(None, alias="from", description="first day, e.g. '@2026-11-09' (quoted in YAML)")
+    to: StrictStr | None = Field(None, description="last day, included")
+    weekdays: list[StrictInt | StrictStr] | None = Field(None, description="1 (Monday) … 7 (Sunday), or mon … sun")
+    hours: StrictStr | None = Field(None, description="local time of day, e.g. '10:00-22:00' (end excluded)")
+
+
+class Cap(Strict):
+    """A frequency cap: at most `max` actions to one member within any `per`."""
+
+    max: Annotated[StrictInt, Field(ge=1)]
+    per: StrictStr = Field(description="a duration, e.g. 1d or 7d")
+
+
+class ChannelRules(Strict):
+    max_length: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="characters a message may have (validate warns when a template can exceed it)")
+    placeholder_length: Annotated[StrictInt, Field(ge=0)] = Field(
+        20, description="characters assumed for each {{ … }} when estimating a message's length")
+    quiet_hours: StrictStr | None = Field(
+        None, description="local time range such as '21:00-09:00'; actions due inside wait until it ends")
+    caps: list[Cap] = Field(default_factory=list, description="frequency caps on this channel, across campaigns")
+
+
+class Delivery(Strict):
+    """Rules every campaign's actions pass before they go out."""
+
+    channels: dict[Channel, ChannelRules] = Field(default_factory=dict)
+    caps: list[Cap] = Field(default_factory=list, description="frequency caps across all channels and campaigns")
+    budget: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        None, description="at most this many actions per run, highest priority first")
 
 
 class RuleSet(Strict):
@@ -99,6 +141,7 @@ class RuleSet(Strict):
     classes: dict[Name, list[ClassCase]] = Field(default_factory=dict)
     segments: dict[Name, Union[StrictStr, Segment]] = Field(default_factory=dict)
     campaigns: dict[Name, Campaign] = Field(default_factory=dict)
+    delivery: Delivery | None = None
 
     @field_validator("schema_")
     @classmethod

@@ -6,16 +6,39 @@ import functools
 from collections.abc import Iterable, Mapping
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from .errors import Diagnostic, did_you_mean
 from .parse import Locator
 
 
+# Results of `*` and `**` above these sizes are refused: `{{ 'x' * 10**10 }}` would take the
+# process's memory, and jinja2's sandbox lets both operators through by default.
+MAX_REPEAT_LENGTH = 100_000
+MAX_POWER_BITS = 4096
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 \
+                and right * abs(left).bit_length() > MAX_POWER_BITS:
+            raise SecurityError(f"{left} ** {right} is too large for a message")
+        if operator == "*":
+            sizes = [len(v) for v in (left, right) if isinstance(v, (str, list, tuple))]
+            times = [v for v in (left, right) if isinstance(v, int)]
+            if sizes and times and sizes[0] * times[0] > MAX_REPEAT_LENGTH:
+                raise SecurityError("a repeated text or list this long is too large for a message")
+        return super().call_binop(context, operator, left, right)
+
+
 @functools.cache
 def environment() -> ImmutableSandboxedEnvironment:
     """The one environment templates compile and render in: sandboxed, immutable, strict."""
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    # A null value prints as nothing: a message must never say "None" to a member.
+    return _BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                           finalize=lambda value: "" if value is None else value)
 
 
 def _line_offset(text: str, lineno: int) -> int:

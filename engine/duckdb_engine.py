@@ -1,0 +1,459 @@
+"""The DuckDB engine: the compiled SQL (sql.py) run on an embedded DuckDB over the snapshot files.
+
+Clean Parquet and CSV files are read by DuckDB itself, in parallel, with explicit column
+types and the same parsing rules as the Python reader (`snapshot.py`). Whenever a file
+holds anything those rules might read differently (a bad cell, a duplicate member key,
+an event without a time, an unusual column type, JSONL), the Python reader reads the
+snapshot instead: it gives the exact file:row:col diagnostics, or the typed rows that
+are then handed to DuckDB through Arrow. Either way the query is the same, so the rows
+equal the Python engine's and are written by the same writers (results.py).
+
+DuckDB runs with a memory limit and a temp directory, so large snapshots spill to disk
+instead of failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlglot import exp
+
+from . import types as t
+from .check import CheckedRuleSet, check_rule_set
+from .eval import Evaluation, EvaluationStats
+from .model import TableSchema
+from .snapshot import MEMBER_TABLE, Snapshot, SnapshotStats, find_table_files, read_snapshot
+from .sql import CompiledSql, compile_sql, sql_type
+from .sql_dialects import rules_for
+
+ENGINE = "duckdb"
+DEFAULT_MEMORY_LIMIT = "4GB"
+
+# The Python reader's text rules (snapshot.py), as DuckDB regular expressions over trimmed cells.
+_INT_RE = r"^[+-]?[0-9]+$"
+# Decimals with at most 18 digits after the point and no exponent fit DECIMAL(38, 18) exactly.
+_DECIMAL_RE = r"^[+-]?([0-9]+(\.[0-9]{0,18})?|\.[0-9]{1,18})$"
+_FLOAT_RE = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_LOCAL_TS_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?$"
+_ZONED_TS_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+
+
+class FallBack(Exception):
+    """The fast path cannot promise the Python reader's reading of this snapshot."""
+
+
+@dataclass
+class DuckDBRun:
+    """One evaluation on DuckDB: the result rows, the snapshot counts, and how it was read."""
+
+    rows: list[dict]
+    stats: SnapshotStats
+    rejects: list = field(default_factory=list)
+    read_by: str = "duckdb"  # or "python" when the Python reader read the snapshot
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def connect(memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = None,
+            temp_directory: str | Path | None = None):
+    """A DuckDB connection that spills to `temp_directory` above `memory_limit`."""
+    import duckdb
+
+    connection = duckdb.connect(config={"memory_limit": memory_limit,
+                                        "threads": threads or os.cpu_count() or 1,
+                                        "temp_directory": str(temp_directory or Path(tempfile.gettempdir()) /
+                                                              "memberrules-duckdb"),
+                                        "preserve_insertion_order": False})
+    return connection
+
+
+def evaluate_duckdb(rules: CheckedRuleSet, data_dir: Path, as_of: datetime, on_bad_row: str = "fail",
+                    connection=None, force_python_reader: bool = False) -> DuckDBRun:
+    """Evaluate every member of the snapshot in `data_dir` on DuckDB.
+
+    Args:
+        rules: the checked rule set (campaigns are not evaluated by this engine).
+        data_dir: one file per schema table (CSV, JSONL or Parquet).
+        as_of: the evaluation instant; a naive value is read in the rule set's timezone.
+        on_bad_row: "fail" or "skip", as for the Python reader.
+        connection: a DuckDB connection to reuse (tests); a new one by default.
+        force_python_reader: read with the Python reader even when the files are clean.
+
+    Returns:
+        A DuckDBRun whose rows equal the Python engine's Evaluation.rows.
+
+    Raises:
+        DiagnosticError: the snapshot could not be read (MR501–MR505, from the Python reader).
+    """
+    tz = ZoneInfo(rules.timezone)
+    as_of = as_of.replace(tzinfo=tz) if as_of.tzinfo is None else as_of.astimezone(tz)
+    own = connection is None
+    con = connection or connect()
+    seconds: dict[str, float] = {}
+    try:
+        con.execute(f"SET TimeZone = '{_zone_name(rules.timezone)}'").fetchall()
+        began = time.perf_counter()
+        views = _Views(con, rules, as_of)
+        read_by = "duckdb"
+        rejects: list = []
+        try:
+            if force_python_reader:
+                raise FallBack("asked for")
+            stats = views.from_files(Path(data_dir))
+        except FallBack:
+            snapshot = read_snapshot(Path(data_dir), rules.model.schema_, rules.timezone, as_of, on_bad_row)
+            stats, rejects = snapshot.stats, snapshot.rejects
+            views.from_snapshot(snapshot)
+            read_by = "python"
+        seconds["read"] = time.perf_counter() - began
+        began = time.perf_counter()
+        rows = run_compiled(con, compile_sql(rules, "duckdb", as_of=as_of, tables=views.names), tz)
+        seconds["evaluate"] = time.perf_counter() - began
+        return DuckDBRun(rows, stats, rejects, read_by, seconds)
+    finally:
+        if own:
+            con.close()
+        else:
+            views.drop() if "views" in locals() else None
+
+
+def run_compiled(con, compiled: CompiledSql, tz: ZoneInfo) -> list[dict]:
+    """Run the query and return its rows as the Python engine's values (Decimal, timedelta, …)."""
+    table = con.sql(compiled.query_sql()).to_arrow_table()
+    columns = []
+    for name, type_ in compiled.columns:
+        values = table.column(name).to_pylist()
+        convert = _converter(type_, tz)
+        columns.append(values if convert is None else [None if v is None else convert(v) for v in values])
+    names = [name for name, _ in compiled.columns]
+    return [dict(zip(names, cells)) for cells in zip(*columns)] if columns else []
+
+
+def _converter(type_: t.Type, tz: ZoneInfo) -> Callable | None:
+    kind = type_.kind
+    if kind == "duration":
+        return lambda micros: timedelta(microseconds=micros)
+    if kind == "timestamp":
+        return lambda value: value.astimezone(tz)
+    if kind == "list" and type_.item is not None and type_.item.kind in ("duration", "timestamp"):
+        item = _converter(type_.item, tz)
+        return lambda values: [None if v is None else item(v) for v in values]
+    return None
+
+
+def _zone_name(name: str) -> str:
+    ZoneInfo(name)  # a checked rule set's timezone is a real zone; this keeps the SET below literal-safe
+    return name.replace("'", "")
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _columns(schema: dict[str, TableSchema]) -> dict[str, tuple[str, str | None, dict[str, t.Type]]]:
+    """table → (key, time column, column types), the key first, as snapshot.py reads them."""
+    member = schema[MEMBER_TABLE]
+    key_type = t.parse_type(member.fields.get(member.key, "string")).with_null(False)
+    tables = {}
+    for name in [MEMBER_TABLE] + [n for n in schema if n != MEMBER_TABLE]:
+        spec = schema[name]
+        key = t.parse_type(spec.fields[spec.key]).with_null(False) if spec.key in spec.fields else key_type
+        columns = {spec.key: key}
+        columns.update((c, t.parse_type(text)) for c, text in spec.fields.items() if c != spec.key)
+        time_column = spec.time if name != MEMBER_TABLE else None
+        if time_column is not None and time_column not in columns:
+            columns[time_column] = t.TIMESTAMP
+        tables[name] = (spec.key, time_column, columns)
+    return tables
+
+
+class _Views:
+    """One typed view per schema table, named `_mr_<table>`, over the files or the Python reader's rows."""
+
+    def __init__(self, con, rules: CheckedRuleSet, as_of: datetime):
+        self.con = con
+        self.rules = rules
+        self.as_of = as_of
+        self.tables = _columns(rules.model.schema_)
+        self.names = {name: f"_mr_{name}" for name in self.tables}
+        self.registered: list[str] = []
+        self.r = rules_for("duckdb")
+
+    def drop(self) -> None:
+        for name in self.names.values():
+            self.con.execute(f'DROP VIEW IF EXISTS "{name}"').fetchall()
+        for name in self.registered:
+            self.con.unregister(name)
+
+    def from_files(self, data_dir: Path) -> SnapshotStats:
+        files = find_table_files(data_dir, self.rules.model.schema_)
+        for table, path in files.items():
+            suffix = path.suffix.lower()
+            if suffix == ".parquet":
+                select = self.parquet_select(table, path)
+            elif suffix == ".csv":
+                select = self.csv_select(table, path)
+            else:
+                raise FallBack("JSONL is read by the Python reader")
+            self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{self.names[table]}" AS {select}').fetchall()
+        return self.validate()
+
+    # Parquet: typed columns; anything but the plain Arrow types of each kind falls back.
+
+    def parquet_select(self, table: str, path: Path) -> str:
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+        key, time_column, columns = self.tables[table]
+        if set(schema.names) != set(columns) or len(schema.names) != len(columns):
+            raise FallBack("columns differ")
+        cells = []
+        for name, type_ in columns.items():
+            column = exp.column(name, quoted=True)
+            cells.append(exp.alias_(self.parquet_cell(column, schema.field(name).type, type_), name, quoted=True))
+        source = exp.Anonymous(this="read_parquet", expressions=[exp.Literal.string(str(path))])
+        return exp.select(*cells).from_(source).sql("duckdb")
+
+    def parquet_cell(self, column: exp.Expression, arrow_type, type_: t.Type) -> exp.Expression:
+        import pyarrow as pa
+
+        kind = type_.kind
+        typed = sql_type(type_, self.r)
+        if kind == "int" and pa.types.is_integer(arrow_type) and not pa.types.is_uint64(arrow_type):
+            return exp.Cast(this=column, to=typed)
+        if kind == "decimal" and (pa.types.is_integer(arrow_type) or
+                                  (pa.types.is_decimal(arrow_type) and arrow_type.scale <= 18 and
+                                   arrow_type.precision - arrow_type.scale <= 20)):
+            return exp.Cast(this=column, to=typed)
+        if kind == "float" and pa.types.is_floating(arrow_type):
+            return exp.Cast(this=column, to=typed)
+        if kind == "string" and (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)):
+            return column
+        if kind == "bool" and pa.types.is_boolean(arrow_type):
+            return column
+        if kind == "date" and pa.types.is_date32(arrow_type):
+            return column
+        if kind == "timestamp" and pa.types.is_timestamp(arrow_type):
+            if arrow_type.tz is not None:
+                return exp.Cast(this=column, to=typed)
+            return exp.Anonymous(this="timezone", expressions=[exp.Literal.string(self.rules.timezone), column])
+        if kind == "list" and (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)) and \
+                type_.item is not None and type_.item.kind == "string" and \
+                (pa.types.is_string(arrow_type.value_type) or pa.types.is_large_string(arrow_type.value_type)):
+            return column
+        raise FallBack(f"{arrow_type} for {type_}")
+
+    # CSV: every cell as text, checked against the Python reader's rules, then cast.
+
+    def csv_select(self, table: str, path: Path) -> str:
+        key, time_column, columns = self.tables[table]
+        with open(path, encoding="utf-8", newline="") as handle:
+            try:
+                header = next(csv.reader(handle), None)
+            except (UnicodeDecodeError, csv.Error):
+                raise FallBack("unreadable header") from None
+        if header is None or sorted(header) != sorted(columns) or len(set(header)) != len(header):
+            raise FallBack("columns differ")
+        types = exp.Struct(expressions=[exp.PropertyEQ(this=exp.to_identifier(name, quoted=True),
+                                                       expression=exp.Literal.string("VARCHAR"))
+                                        for name in header])
+        source = exp.Anonymous(this="read_csv", expressions=[
+            exp.Literal.string(str(path)),
+            exp.PropertyEQ(this=exp.to_identifier("header"), expression=exp.true()),
+            exp.PropertyEQ(this=exp.to_identifier("delim"), expression=exp.Literal.string(",")),
+            exp.PropertyEQ(this=exp.to_identifier("quote"), expression=exp.Literal.string('"')),
+            exp.PropertyEQ(this=exp.to_identifier("escape"), expression=exp.Literal.string('"')),
+            exp.PropertyEQ(this=exp.to_identifier("columns"), expression=types),
+            exp.PropertyEQ(this=exp.to_identifier("strict_mode"), expression=exp.true()),
+            exp.PropertyEQ(this=exp.to_identifier("allow_quoted_nulls"), expression=exp.false()),
+        ])
+        cells, checks = [], []
+        for name, type_ in columns.items():
+            value, ok = self.csv_cell(exp.column(name, quoted=True), type_)
+            cells.append(exp.alias_(value, name, quoted=True))
+            checks.append(ok)
+        # A row the fast path cannot read like the Python reader marks the whole view as unusable.
+        bad = exp.alias_(exp.Not(this=exp.Paren(this=exp.and_(*checks))), "_mr_bad", quoted=True)
+        return exp.select(*cells, bad).from_(source).sql("duckdb")
+
+    def csv_cell(self, column: exp.Expression, type_: t.Type) -> tuple[exp.Expression, exp.Expression]:
+        kind = type_.kind
+        text = exp.Anonymous(this="trim", expressions=[column.copy()])
+        empty = exp.or_(exp.Is(this=column.copy(), expression=exp.Null()),
+                        exp.EQ(this=column.copy(), expression=exp.Literal.string("")))
+        typed = sql_type(type_, self.r)
+
+        def matches(pattern: str) -> exp.Expression:
+            return exp.Anonymous(this="regexp_full_match", expressions=[text.copy(), exp.Literal.string(pattern)])
+
+        if kind == "string":
+            value = column.copy() if not type_.nullable else \
+                exp.Nullif(this=column.copy(), expression=exp.Literal.string(""))
+            if not type_.nullable:
+                value = exp.Coalesce(this=value, expressions=[exp.Literal.string("")])
+            return value, exp.true()
+        if kind == "int":
+            value, ok = exp.TryCast(this=text.copy(), to=typed), matches(_INT_RE)
+            ok = exp.and_(ok, exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null())))
+        elif kind == "decimal":
+            value, ok = exp.TryCast(this=text.copy(), to=typed), matches(_DECIMAL_RE)
+            ok = exp.and_(ok, exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null())))
+        elif kind == "float":
+            value, ok = exp.TryCast(this=text.copy(), to=typed), matches(_FLOAT_RE)
+            ok = exp.and_(ok, exp.Anonymous(this="isfinite", expressions=[value.copy()]))
+        elif kind == "bool":
+            word = exp.Lower(this=text.copy())
+            value = exp.In(this=word, expressions=[exp.Literal.string("true"), exp.Literal.string("1")])
+            ok = exp.In(this=word.copy(), expressions=[exp.Literal.string(w) for w in ("true", "1", "false", "0")])
+        elif kind == "date":
+            value, ok = exp.TryCast(this=text.copy(), to=typed), matches(_DATE_RE)
+            ok = exp.and_(ok, exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null())))
+        elif kind == "timestamp":
+            local = exp.Anonymous(this="timezone", expressions=[
+                exp.Literal.string(self.rules.timezone), exp.TryCast(this=text.copy(), to=exp.DataType.build("TIMESTAMP"))])
+            zoned = exp.TryCast(this=text.copy(), to=typed)
+            value = exp.Case(ifs=[exp.If(this=matches(_ZONED_TS_RE), true=zoned)], default=local)
+            ok = exp.and_(exp.or_(matches(_ZONED_TS_RE), matches(_LOCAL_TS_RE)),
+                          exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null())))
+        elif kind == "list" and type_.item is not None and type_.item.kind == "string" and not type_.item.nullable:
+            elements = exp.Anonymous(this="json_extract", expressions=[column.copy(), exp.Literal.string("$[*]")])
+            x = exp.to_identifier("x")
+            all_strings = exp.Anonymous(this="list_bool_and", expressions=[exp.Anonymous(
+                this="list_transform", expressions=[elements, exp.Lambda(
+                    this=exp.EQ(this=exp.Anonymous(this="json_type", expressions=[exp.column(x)]),
+                                expression=exp.Literal.string("VARCHAR")), expressions=[x])])])
+            valid = exp.and_(exp.Anonymous(this="json_valid", expressions=[column.copy()]),
+                             exp.EQ(this=exp.Anonymous(this="json_type", expressions=[column.copy()]),
+                                    expression=exp.Literal.string("ARRAY")))
+            ok = exp.and_(valid, exp.Coalesce(this=all_strings, expressions=[exp.true()]))
+            value = exp.Case(ifs=[exp.If(this=valid.copy(), true=exp.Cast(this=exp.Anonymous(
+                this="json_extract_string", expressions=[column.copy(), exp.Literal.string("$[*]")]), to=typed))])
+        else:
+            raise FallBack(f"{type_} columns are read by the Python reader")
+        # Empty: null when the type allows it, a bad row otherwise.
+        value = exp.Case(ifs=[exp.If(this=empty, true=exp.Null())], default=value)
+        ok = exp.or_(exp.and_(empty.copy(), exp.true() if type_.nullable else exp.false()),
+                     exp.and_(exp.Not(this=empty.copy()), exp.Coalesce(this=ok, expressions=[exp.false()])))
+        return exp.Cast(this=value, to=typed), ok
+
+    def validate(self) -> SnapshotStats:
+        """Counts rows, and falls back on anything the Python reader would reject or drop as bad."""
+        con = self.con
+        rows_read, unknown, after = {}, {}, {}
+        member_key, _, member_columns = self.tables[MEMBER_TABLE]
+        members = self.names[MEMBER_TABLE]
+        try:
+            for table, (key, time_column, columns) in self.tables.items():
+                view = f'"{self.names[table]}"'
+                has_bad = "_mr_bad" in [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
+                checks = [f'count(*) FILTER (WHERE "{name}" IS NULL)' for name, type_ in columns.items()
+                          if not type_.nullable and type_.kind != "string"]
+                checks += [f'count(*) FILTER (WHERE list_contains("{name}", NULL))' for name, type_ in columns.items()
+                           if type_.kind == "list"]
+                if time_column is not None:
+                    checks.append(f'count(*) FILTER (WHERE "{time_column}" IS NULL)')
+                checks.append(f'count(*) FILTER (WHERE "{key}" IS NULL)')
+                if has_bad:
+                    checks.append('count(*) FILTER (WHERE "_mr_bad")')
+                if table == MEMBER_TABLE:
+                    checks.append(f'count(*) - count(DISTINCT "{key}")')
+                counts = con.execute(f"SELECT count(*), {', '.join(checks)} FROM {view}").fetchall()[0]
+                if any(counts[1:]):
+                    raise FallBack(f"{table}: a row the Python reader reports")
+                rows_read[table] = counts[0]
+                if table != MEMBER_TABLE:
+                    limit = "CAST(? AS TIMESTAMPTZ)" if columns[time_column].kind != "date" else \
+                        "CAST(CAST(? AS TIMESTAMPTZ) AS DATE)"
+                    unknown[table], after[table] = con.execute(
+                        f'SELECT count(*) FILTER (WHERE m."{member_key}" IS NULL), '
+                        f'count(*) FILTER (WHERE m."{member_key}" IS NOT NULL AND e."{time_column}" > {limit}) '
+                        f'FROM {view} AS e LEFT JOIN "{members}" AS m ON e."{key}" = m."{member_key}"',
+                        [self.as_of.isoformat()]).fetchall()[0]
+        except FallBack:
+            raise
+        except Exception as error:  # duckdb.Error: a file DuckDB cannot parse is the Python reader's to report
+            raise FallBack(str(error)) from None
+        return SnapshotStats(rows_read, 0, unknown, after)
+
+    def from_snapshot(self, snapshot: Snapshot) -> None:
+        """Hand the Python reader's typed rows to DuckDB through Arrow."""
+        import pyarrow as pa
+
+        from .results import arrow_type
+
+        tz = ZoneInfo(self.rules.timezone)
+        for table, (key, time_column, columns) in self.tables.items():
+            if table == MEMBER_TABLE:
+                rows = snapshot.members
+            else:
+                rows = [row for group in snapshot.events.get(table, {}).values() for row in group]
+            arrays = []
+            for name, type_ in columns.items():
+                values = [row.get(name) for row in rows]
+                if type_.kind == "duration":
+                    values = [None if v is None else _micros(v) for v in values]
+                    arrays.append(pa.array(values, pa.int64()))
+                else:
+                    arrays.append(pa.array(values, arrow_type(type_, tz)))
+            arrow = pa.table(arrays, names=list(columns))
+            registered = f"_mr_arrow_{table}"
+            self.con.register(registered, arrow)
+            self.registered.append(registered)
+            casts = ", ".join(f'CAST("{name}" AS {sql_type(type_, self.r).sql("duckdb")}) AS "{name}"'
+                              for name, type_ in columns.items())
+            self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{self.names[table]}" AS SELECT {casts} FROM "{registered}"'
+                             ).fetchall()
+
+
+def _micros(value: timedelta) -> int:
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+# -- the evaluate pipeline on DuckDB --------------------------------------------------------------
+
+def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, fmt: str = "jsonl",
+                          params: dict[str, str] | None = None, on_bad_row: str = "fail", progress=None):
+    """`evaluate_rules` (evaluate.py) with the DuckDB engine: same checks, writers and report."""
+    from .evaluate import EvaluateOutcome, EvaluateReport, InputError, parse_as_of, summarize
+    from .results import rejects_path, result_columns, write_rejects, write_rows
+
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    check = check_rule_set(rules_dir, params)
+    if check.rule_set is None:
+        return EvaluateOutcome(check)
+    rules = check.rule_set
+    if not isinstance(as_of, datetime):
+        try:
+            as_of = parse_as_of(as_of, rules.timezone)
+        except ValueError as error:
+            raise InputError(f"--as-of: {error}") from None
+    columns = result_columns(rules)
+    timings["compile"] = time.perf_counter() - began
+    run = evaluate_duckdb(rules, data_dir, as_of, on_bad_row)
+    timings.update(run.seconds)
+    tz = ZoneInfo(rules.timezone)
+    began = time.perf_counter()
+    rejects_file = None
+    if on_bad_row == "skip":
+        rejects_file = rejects_path(out)
+        write_rejects(run.rejects, rejects_file)
+    written = write_rows(run.rows, columns, out, fmt, tz)
+    timings["write"] = time.perf_counter() - began
+    as_of = as_of.replace(tzinfo=tz) if as_of.tzinfo is None else as_of.astimezone(tz)
+    evaluation = Evaluation(run.rows, {}, {}, EvaluationStats(len(run.rows), timings.get("evaluate", 0.0), [], 0.0,
+                                                              engine=ENGINE),
+                            as_of, {name: p.value for name, p in rules.params.items()}, [], [], [],
+                            rules.member.key)
+    report = EvaluateReport(out, fmt, as_of, written, run.stats, len(run.rows), rejects_file,
+                            summarize(evaluation, rules), evaluation, engine=ENGINE, seconds=timings,
+                            rejected_by_table=dict(Counter(reject.table for reject in run.rejects)))
+    return EvaluateOutcome(check, report)

@@ -199,10 +199,11 @@ class StateStore:
 
     # -- the run's transaction ---------------------------------------------------------------------
 
-    def begin(self) -> None:
-        """Start the run's transaction; it takes the write lock, so two runs never interleave."""
+    def begin(self, read_only: bool = False) -> None:
+        """Start the run's transaction; it takes the write lock, so two runs never interleave.
+        A read-only one (dry runs, explain) reads one consistent state without the lock."""
         try:
-            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
         except sqlite3.OperationalError as problem:
             raise StateError(f"{self.path}: {problem} (is another run using this state file?)") from problem
 

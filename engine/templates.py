@@ -92,6 +92,12 @@ def check_template(text: str, names: Iterable[str], member_fields: Mapping[str, 
     return diagnostics
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str):
+    return environment().from_string(text)
+
+
 def render(text: str, context: Mapping[str, object]) -> str:
-    """Render a checked template; sandbox violations raise jinja2's SecurityError."""
-    return environment().from_string(text).render(context)
+    """Render a checked template; sandbox violations raise jinja2's SecurityError.
+    Each text is compiled once, however many members it is rendered for."""
+    return _compiled(text).render(context)

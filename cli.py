@@ -70,5 +70,115 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
 
 
+@main.command("evaluate")
+@click.argument("rules", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="snapshot directory: one CSV / JSONL / Parquet file per schema table")
+@click.option("--as-of", "as_of", metavar="T", help="evaluation instant: 2026-11-01, 2026-11-01T10:00 (rule-set "
+              "timezone) or with an offset; default now")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="results file [default: out/results.FORMAT]")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]),
+              help="results format [default: from --out's suffix, else jsonl]")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="override a param")
+@click.option("--on-bad-row", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="skip: set bad rows aside in OUT.rejects.jsonl and go on")
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path),
+              help="state file (SQLite, created if missing): last results for transitions, and the action "
+                   "ledger for cooldowns, caps and exactly-once actions")
+@click.option("--dry-run", is_flag=True, help="decide and summarise, write nothing (no results, actions or state)")
+def evaluate_command(rules: Path, data_dir: Path, as_of: str | None, out: Path | None, fmt: str | None,
+                     params: tuple[str, ...], on_bad_row: str, state: Path | None, dry_run: bool) -> None:
+    """Evaluate RULES on the snapshot in --data: one result row per member, and a summary."""
+    from rich.console import Console
+
+    from memberrules.engine.errors import DiagnosticError
+    from memberrules.engine.evaluate import (InputError, default_out, evaluate_rules, format_for,
+                                             render_summary)
+    from memberrules.engine.state import StateError
+
+    fmt = format_for(out, fmt)
+    out = out or default_out(fmt)
+    try:
+        outcome = evaluate_rules(rules, data_dir, as_of=as_of, out=out, fmt=fmt, params=_parse_params(params),
+                                 on_bad_row=on_bad_row, progress=_progress_bar(), state=state, dry_run=dry_run)
+    except (InputError, StateError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    except DiagnosticError as error:
+        click.echo(render(error.diagnostics, "text", {}), err=True)
+        click.echo(f"failed: nothing written to {out}", err=True)
+        sys.exit(EXIT_USAGE)
+    if outcome.report is None:
+        _print_diagnostics(outcome.check, "text")
+        click.echo(_summary_line(outcome.check), err=True)
+        errors = [d for d in outcome.check.diagnostics if d.is_error]
+        sys.exit(EXIT_USAGE if errors and all(d.code == "MR403" for d in errors) else EXIT_FAILED)
+    render_summary(outcome.report, Console(soft_wrap=True))
+    sys.exit(EXIT_OK)
+
+
+def _progress_bar():
+    """A rich progress bar on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import Progress
+
+    progress = Progress(console=Console(stderr=True), transient=True)
+
+    def start(description: str, total: int):
+        progress.start()
+        task = progress.add_task(description, total=total)
+
+        def advance(count: int) -> None:
+            progress.advance(task, count)
+            if progress.tasks[task].finished:
+                progress.stop()
+        return advance
+    return start
+
+
+@main.command("demo")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--members", default=10_000, show_default=True, type=click.IntRange(min=0), help="number of members")
+@click.option("--seed", default=7, show_default=True, type=int, help="random seed (same seed, same files)")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+def demo_command(directory: Path, members: int, seed: int, fmt: str) -> None:
+    """Write a demo snapshot (member, orders, events, benefits) into DIRECTORY."""
+    from memberrules.engine.demo import DEFAULT_AS_OF, write_demo_snapshot
+
+    paths = write_demo_snapshot(directory, members=members, seed=seed, fmt=fmt)
+    for path in paths.values():
+        click.echo(f"wrote {path}")
+    click.echo(f"shaped around as_of {DEFAULT_AS_OF.isoformat()}: memberrules evaluate rules --data {directory} "
+               f"--as-of {DEFAULT_AS_OF.isoformat()}", err=True)
+    sys.exit(EXIT_OK)
+
+
+@main.command("test")
+@click.argument("rules", type=click.Path(exists=True, path_type=Path))
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="also write JUnit XML here")
+@click.option("--coverage", is_flag=True, help="list tier levels, class cases, segments and campaigns no test reached")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="override a param in every test")
+def test_command(rules: Path, junit: Path | None, coverage: bool, params: tuple[str, ...]) -> None:
+    """Run the rule set's own tests (*.test.yaml in RULES); exit 1 on any failure."""
+    from memberrules.engine.testing import render_report, run_tests, summary_line, write_junit
+
+    report = run_tests(rules, _parse_params(params))
+    if report.check.rule_set is None:
+        _print_diagnostics(report.check, "text")
+        click.echo(_summary_line(report.check), err=True)
+        sys.exit(EXIT_FAILED)
+    if report.problems:
+        click.echo(render(report.problems, "text", report.sources), err=True)
+    text = render_report(report, coverage)
+    if text:
+        click.echo(text)
+    if junit is not None:
+        write_junit(report, junit)
+    click.echo(summary_line(report), err=True)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
 if __name__ == "__main__":
     main()

@@ -180,5 +180,51 @@ def test_command(rules: Path, junit: Path | None, coverage: bool, params: tuple[
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
+@main.command("explain")
+@click.argument("rules", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="snapshot directory: one CSV / JSONL / Parquet file per schema table")
+@click.option("--member", "member", required=True, metavar="ID", help="the member's key")
+@click.option("--as-of", "as_of", metavar="T", help="evaluation instant (as for evaluate); default now")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="override a param")
+@click.option("--state", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="state file of evaluate --state, read only: previous results (transitions) and the "
+                   "action ledger (cooldowns, caps)")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              help="text for people, json for tools")
+def explain_command(rules: Path, data_dir: Path, member: str, as_of: str | None, params: tuple[str, ...],
+                    state: Path | None, fmt: str) -> None:
+    """Why member ID got each result: every rule with the values it saw, and the nearest misses."""
+    from memberrules.engine.errors import DiagnosticError
+    from memberrules.engine.evaluate import InputError
+    from memberrules.engine.explain import UnknownMember, explain_rules, render_json, render_rich, render_text
+    from memberrules.engine.state import StateError
+
+    try:
+        outcome = explain_rules(rules, data_dir, member, as_of=as_of, params=_parse_params(params), state=state)
+    except (InputError, UnknownMember, StateError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    except DiagnosticError as error:
+        click.echo(render(error.diagnostics, "text", {}), err=True)
+        sys.exit(EXIT_USAGE)
+    if outcome.explanation is None:
+        _print_diagnostics(outcome.check, "text")
+        click.echo(_summary_line(outcome.check), err=True)
+        errors = [d for d in outcome.check.diagnostics if d.is_error]
+        sys.exit(EXIT_USAGE if errors and all(d.code == "MR403" for d in errors) else EXIT_FAILED)
+    if fmt == "json":
+        click.echo(render_json(outcome.explanation), nl=False)
+    elif sys.stdout.isatty():
+        from rich.console import Console
+
+        console = Console(soft_wrap=True, highlight=False)
+        for line in render_rich(outcome.explanation):
+            console.print(line)
+    else:
+        click.echo(render_text(outcome.explanation), nl=False)
+    sys.exit(EXIT_OK)
+
+
 if __name__ == "__main__":
     main()

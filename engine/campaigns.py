@@ -165,6 +165,18 @@ class _Context:
             return PreviousState()  # a member new since the last run: no tier, class or segment before
         return found
 
+    def previous_tier(self, state: MemberState, key: object) -> str | None:
+        """The tier held before this run: from the previous run's results when the member is in
+        them, else from the member field `tiers.current` (the tier the snapshot says they hold)."""
+        tiers = self.rules.tiers
+        if tiers is None:
+            return None
+        previous = self.previous_of(key)
+        if previous is not None and previous.tier in tiers.names():
+            return previous.tier
+        held = state.member.get(tiers.current) if tiers.current else None
+        return held if held in tiers.names() else None
+
     def orders(self, state: MemberState) -> int | None:
         return self.order_count(state) if self.order_count is not None else None  # type: ignore[return-value]
 
@@ -195,20 +207,20 @@ def _transition(ctx: _Context, trigger: Trigger, state: MemberState, key: object
         at_risk = tier in names and earned in names and names.index(tier) > names.index(earned)
         seen = {"tier": tier, "earned_tier": earned, "keep_gap": keep_gap}
         return at_risk, seen, "" if at_risk else f"keeps {tier} at the next review (earns {earned})"
+    if trigger.kind in ("tier_up", "tier_down"):
+        names = ctx.rules.tiers.names() if ctx.rules.tiers else ()
+        before, now = ctx.previous_tier(state, key), values.get("tier")
+        seen = {"tier": now, "previous_tier": before}
+        if before is None or now not in names:
+            return False, seen, "no previous tier (no previous state, and no tier in tiers.current)"
+        moved = names.index(now) - names.index(before)
+        fired = moved > 0 if trigger.kind == "tier_up" else moved < 0
+        return fired, seen, "" if fired else f"tier {before} → {now}"
     previous = ctx.previous_of(key)
     if previous is None:
         if ctx.previous is None:
             return False, {}, "no previous state: transitions are computed from the second run on"
         return False, {}, "not in the previous state"
-    if trigger.kind in ("tier_up", "tier_down"):
-        names = ctx.rules.tiers.names() if ctx.rules.tiers else ()
-        before, now = previous.tier, values.get("tier")
-        seen = {"tier": now, "previous_tier": before}
-        if before not in names or now not in names:
-            return False, seen, "no previous tier"
-        moved = names.index(now) - names.index(before)
-        fired = moved > 0 if trigger.kind == "tier_up" else moved < 0
-        return fired, seen, "" if fired else f"tier {before} → {now}"
     if trigger.kind in ("entered", "left"):
         segment = trigger.subject or ""
         before, now = segment in previous.segments, bool(values.get(segment))
@@ -267,8 +279,10 @@ def _template_context(ctx: _Context, campaign: CheckedCampaign, state: MemberSta
         "current_tier": state.member.get(rules.tiers.current) if rules.tiers and rules.tiers.current else None,
         "classes": {name: values.get(name) for name in rules.classes},
         "segments": [name for name in rules.segments if values.get(name)],
-        "previous": None if previous is None else {"tier": previous.tier, "classes": dict(previous.classes),
-                                                   "segments": sorted(previous.segments)},
+        # Always a map, so `{{ previous.tier }}` prints nothing (rather than failing) when unknown.
+        "previous": {"tier": ctx.previous_tier(state, key),
+                     "classes": {name: (previous.classes.get(name) if previous else None) for name in rules.classes},
+                     "segments": sorted(previous.segments) if previous else []},
         "as_of": state.as_of, "campaign": campaign.name,
     })
     return context
@@ -319,9 +333,15 @@ def decide_actions(rules: CheckedRuleSet, compiled: CompiledRuleSet, evaluation:
     key_field = rules.member.key
     summaries = {name: CampaignSummary(name, c.channel) for name, c in rules.campaigns.items()}
     notes: list[str] = []
-    if previous is None and any(c.trigger is not None and c.trigger.kind != "tier_at_risk"
-                                for c in rules.campaigns.values()):
-        notes.append("no previous state: transitions (on: …) are not computed on a first run")
+    kinds = {c.trigger.kind for c in rules.campaigns.values() if c.trigger is not None}
+    if previous is None and kinds - {"tier_at_risk", "tier_up", "tier_down"}:
+        notes.append("no previous state: segment, class and first_order transitions (on: …) are not computed "
+                     "on a first run")
+    if previous is None and kinds & {"tier_up", "tier_down"}:
+        notes.append("no previous state: tier_up and tier_down compare with tiers.current (the tier the snapshot says "
+                     "members hold)"
+                     if rules.tiers is not None and rules.tiers.current else
+                     "no previous state: tier_up and tier_down are not computed on a first run")
     offers: list[Offer] = []
     matched: dict[tuple[str, str], dict] = {}
     position: dict[str, int] = {}
@@ -410,7 +430,7 @@ def _why_not(ctx: _Context, summaries: dict[str, CampaignSummary], name: str, me
     if campaign.trigger is not None:
         fired, _, why = _transition(ctx, campaign.trigger, state, member)
         if not fired:
-            rule = "no_previous" if ctx.previous is None and campaign.trigger.kind != "tier_at_risk" else "transition"
+            rule = "no_previous" if why.startswith("no previous") else "transition"
             return Reason(False, rule, f"{_trigger_text(campaign.trigger)} did not happen: {why}")
     if campaign.when is not None and ctx.whens[name](state) is not True:
         value = ctx.whens[name](state)

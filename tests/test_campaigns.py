@@ -144,11 +144,20 @@ def sent(decision, campaign=None):
 # -- transitions -----------------------------------------------------------------------------------
 
 def test_first_run_without_state_computes_no_transitions_and_says_so(rules, compiled):
-    decision = decide(rules, compiled, [member("m1", growth=1200, tags=["vip"])])
+    decision = decide(rules, compiled, [member("m1", growth=1200, tier=None, tags=["vip"])])
     assert sent(decision, "congrats") == [] and sent(decision, "welcome_vip") == []
-    assert any("no previous state" in note for note in decision.notes)
-    reason = decision.reason("congrats", "m1")
-    assert (reason.sent, reason.rule) == (False, "no_previous")
+    assert any("transitions (on: …) are not computed on a first run" in note for note in decision.notes)
+    for campaign in ("congrats", "welcome_vip"):
+        reason = decision.reason(campaign, "m1")
+        assert (reason.sent, reason.rule) == (False, "no_previous")
+
+
+def test_without_state_tier_moves_compare_with_the_held_tier_field(rules, compiled):
+    members = [member("m1", growth=1200, tier="normal"), member("m2", growth=1200, tier="silver")]
+    decision = decide(rules, compiled, members)
+    assert sent(decision, "congrats") == [("congrats", "m1")]
+    assert decision.actions[0].message == "Welcome to silver, M1 (was normal)"
+    assert any("compare with tiers.current" in note for note in decision.notes)
 
 
 def test_tier_up_and_tier_down_compare_with_the_previous_tier(rules, compiled):
@@ -168,10 +177,18 @@ def test_members_missing_from_a_test_files_previous_have_no_transitions(rules, c
     assert decision.reason("welcome_vip", "m1").text.endswith("not in the previous state")
 
 
-def test_members_new_since_the_last_run_enter_segments_but_have_no_tier_move(rules, compiled):
-    previous = Previous(AS_OF - dt.timedelta(days=1), {})  # from the state file: m1 joined since
-    decision = decide(rules, compiled, [member("m1", growth=6000, tags=["vip"])], previous=previous)
+def test_members_new_since_the_last_run_enter_segments_and_move_from_their_held_tier(rules, compiled):
+    previous = Previous(AS_OF - dt.timedelta(days=1), {})  # from the state file: both joined since
+    members = [member("m1", growth=6000, tags=["vip"]), member("m2", growth=6000, tier=None)]
+    decision = decide(rules, compiled, members, previous=previous)
     assert sent(decision, "welcome_vip") == [("welcome_vip", "m1")]
+    assert sent(decision, "congrats") == [("congrats", "m1")]
+    assert "no previous tier" in decision.reason("congrats", "m2").text
+
+
+def test_the_previous_runs_tier_wins_over_the_held_tier_field(rules, compiled):
+    # The snapshot's tier field lags (still normal), but the last run already made m1 silver.
+    decision = decide(rules, compiled, [member("m1", growth=1200, tier="normal")], previous={"m1": {"tier": "silver"}})
     assert sent(decision, "congrats") == []
 
 

@@ -293,8 +293,12 @@ def _template_context(ctx: _Context, campaign: CheckedCampaign, state: MemberSta
 def _as_previous(previous) -> Previous | None:
     if previous is None or isinstance(previous, Previous):
         return previous
-    members = {str(k): v if isinstance(v, PreviousState) else PreviousState.from_mapping(v)
-               for k, v in previous.items()}
+    members = {}
+    for key, value in previous.items():
+        try:
+            members[str(key)] = value if isinstance(value, PreviousState) else PreviousState.from_mapping(value)
+        except ValueError as problem:
+            raise DiagnosticError([Diagnostic("MR150", f"previous.{key}: {problem}")]) from None
     return Previous(None, members, missing_are_new=False)
 
 

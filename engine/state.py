@@ -107,9 +107,26 @@ class PreviousState:
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> PreviousState:
-        """From a test file's `previous: {m1: {tier: silver, segments: [vip], classes: {lifecycle: silent}}}`."""
-        return cls(data.get("tier"), dict(data.get("classes") or {}), frozenset(data.get("segments") or ()),
-                   data.get("orders"))
+        """From a test file's `previous: {m1: {tier: silver, segments: [vip], classes: {lifecycle: silent}}}`;
+        raises ValueError, in words, for anything else."""
+        if not isinstance(data, Mapping):
+            raise ValueError("expected a map such as {tier: silver, segments: [vip], classes: {lifecycle: silent}}")
+        unknown = set(data) - {"tier", "classes", "segments", "orders"}
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                             "use tier, classes, segments, orders")
+        tier, classes, segments, orders = (data.get(k) for k in ("tier", "classes", "segments", "orders"))
+        if tier is not None and not isinstance(tier, str):
+            raise ValueError("tier is a tier name, e.g. silver")
+        if classes is not None and not (isinstance(classes, Mapping) and all(
+                isinstance(v, (str, type(None))) for v in classes.values())):
+            raise ValueError("classes maps class lists to classes, e.g. {lifecycle: silent}")
+        if segments is not None and not (isinstance(segments, (list, tuple)) and all(
+                isinstance(v, str) for v in segments)):
+            raise ValueError("segments is a list of segment names, e.g. [vip]")
+        if orders is not None and (isinstance(orders, bool) or not isinstance(orders, int)):
+            raise ValueError("orders is a whole number (the member's order count then)")
+        return cls(tier, dict(classes or {}), frozenset(segments or ()), orders)
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,48 @@ def test_the_previous_runs_tier_wins_over_the_held_tier_field(rules, compiled):
     assert sent(decision, "congrats") == []
 
 
+@pytest.mark.parametrize("bad, words", [
+    ({"segments": "vip"}, "segments is a list"),
+    ({"classes": ["silent"]}, "classes maps"),
+    ({"tier": 3}, "tier is a tier name"),
+    ({"tiers": "gold"}, "unknown key(s) tiers"),
+    ("silver", "expected a map"),
+])
+def test_a_malformed_previous_state_is_a_diagnostic(rules, compiled, bad, words):
+    with pytest.raises(DiagnosticError) as failure:
+        decide(rules, compiled, [member("m1")], previous={"m1": bad})
+    assert failure.value.diagnostics[0].message.startswith("previous.m1: ") and words in \
+        failure.value.diagnostics[0].message
+
+
+def test_test_files_expect_actions_against_a_previous_state(rule_dir, tmp_path):
+    (tmp_path / "rules.yaml").write_text((rule_dir / "rules.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "campaigns.test.yaml").write_text(textwrap.dedent("""
+        tests:
+          - name: an upgrade and a new vip are greeted
+            as_of: 2026-11-02T10:00:00+08:00
+            previous:
+              m1: {tier: normal, segments: [], classes: {lifecycle: active}}
+              m2: {tier: silver, segments: [vip]}
+            members:
+              - {member_id: m1, name: A, growth_value: 1200, tier: silver, opted_in_sms: false, opted_in_push: true, tags: [vip], birthday: null}
+              - {member_id: m2, name: B, growth_value: 1200, tier: silver, opted_in_sms: false, opted_in_push: true, tags: [vip], birthday: null}
+            orders: []
+            expect:
+              - member: m1
+                actions: [{campaign: congrats, channel: push}, {campaign: welcome_vip}, {campaign: report}]
+              - member: m2
+                actions: [{campaign: report}]
+        """), encoding="utf-8")
+    from click.testing import CliRunner
+
+    from memberrules.cli import main
+
+    result = CliRunner().invoke(main, ["test", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "1 passed" in result.output
+
+
 def test_entered_segment_fires_only_on_the_move_in(rules, compiled):
     previous = {"m1": {"segments": []}, "m2": {"segments": ["vip"]}}
     members = [member("m1", tags=["vip"]), member("m2", tags=["vip"])]

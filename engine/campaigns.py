@@ -314,7 +314,8 @@ def decide_actions(rules: CheckedRuleSet, compiled: CompiledRuleSet, evaluation:
         previous: the members' state after the previous run (transitions compare against it). A
             `Previous` from the state file, where a member missing from it is new since that
             run; or a plain mapping as in a test file (`{m1: {tier: silver, segments: [vip]}}`),
-            where a member missing from it has no previous state. None: no transitions.
+            where a member missing from it has no previous state. None: a first run; only
+            tier_up/tier_down fire, against the held tier in `tiers.current`.
         history: ledger entries of earlier runs, for cooldowns and caps.
 
     Returns:

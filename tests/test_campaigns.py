@@ -19,7 +19,7 @@ from memberrules.engine.errors import DiagnosticError
 from memberrules.engine.eval import compile_rule_set
 from memberrules.engine.model import json_schema
 from memberrules.engine.snapshot import Snapshot, SnapshotStats
-from memberrules.engine.state import Previous, PreviousState, StateStore, idempotency_key
+from memberrules.engine.state import Previous, StateStore, idempotency_key
 
 SH = ZoneInfo("Asia/Shanghai")
 AS_OF = dt.datetime(2026, 11, 2, tzinfo=SH)  # a Monday

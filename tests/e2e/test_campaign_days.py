@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter, defaultdict
-from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 

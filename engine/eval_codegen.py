@@ -355,6 +355,9 @@ class ExprCompiler:
             return self._binary(node, "date_sub({}, {})", left, right)
         if _kind(node) == "float":
             return self._binary(node, "(float({}) " + op + " float({}))", left, right)
+        if op == "*" and lk == "decimal" and rk == "decimal":
+            # Decimals hold 18 places (DECIMAL(38, 18) in SQL): a product is truncated there too.
+            return self._binary(node, "truncate({} * {})", left, right)
         return self._binary(node, "({} " + op + " {})", left, right)
 
     def compare_py(self, node: ast.Compare) -> str:

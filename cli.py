@@ -70,6 +70,44 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
 
 
+@main.command("fmt")
+@click.argument("rules", type=click.Path(exists=True, path_type=Path))
+@click.option("--check", is_flag=True, help="write nothing; exit 1 if a file would change")
+def fmt_command(rules: Path, check: bool) -> None:
+    """Rewrite every expression of RULES in canonical form; comments and layout are kept."""
+    from memberrules.engine.fmt import format_rule_set
+
+    result = format_rule_set(rules, check=check)
+    if result.diagnostics:
+        click.echo(render(result.diagnostics, "text", result.sources), err=True)
+    for file in result.changed:
+        click.echo(f"would reformat {file}" if check else f"reformatted {file}")
+    skipped = sum(f.skipped for f in result.files)
+    unchanged = len(result.files) - len(result.changed) - skipped
+    verb = "would be reformatted" if check else "reformatted"
+    summary = f"{len(result.changed)} file(s) {verb}, {unchanged} unchanged"
+    click.echo(summary + (f", {skipped} left untouched because of errors" if skipped else ""), err=True)
+    failed = not result.ok or (check and result.changed)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@main.command("init")
+@click.argument("directory", type=click.Path(path_type=Path))
+def init_command(directory: Path) -> None:
+    """Write a new rule set (schema, rules, a test file, README) into DIRECTORY."""
+    from memberrules.engine.init import InitError, init_rule_set
+
+    try:
+        written = init_rule_set(directory)
+    except InitError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"next: memberrules validate {directory} && memberrules test {directory}", err=True)
+    sys.exit(EXIT_OK)
+
+
 @main.command("evaluate")
 @click.argument("rules", type=click.Path(exists=True, path_type=Path))
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -223,6 +261,53 @@ def explain_command(rules: Path, data_dir: Path, member: str, as_of: str | None,
             console.print(line)
     else:
         click.echo(render_text(outcome.explanation), nl=False)
+    sys.exit(EXIT_OK)
+
+
+@main.command("diff")
+@click.argument("old")
+@click.argument("new")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="snapshot directory both rule sets are evaluated on")
+@click.option("--as-of", "as_of", metavar="T", help="evaluation instant (as for evaluate); default now")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+              help="markdown reads well as a pull-request comment")
+@click.option("--fail-on", "fail_on", metavar="N|P%",
+              help="exit 1 when more than N members (or P% of them) change tier or class")
+@click.option("--engine", type=click.Choice(["python", "duckdb"]), default="python", show_default=True,
+              help="duckdb for large snapshots (campaign actions are then not counted)")
+def diff_command(old: str, new: str, data_dir: Path, as_of: str | None, fmt: str, fail_on: str | None,
+                 engine: str) -> None:
+    """What changing the rules from OLD to NEW does to the members of a snapshot.
+
+    OLD and NEW are rule-set directories or git revisions such as main:rules or HEAD~1:rules
+    (read with git, never checked out).
+    """
+    from memberrules.engine.diff import diff_rule_sets, parse_threshold, render as render_diff
+    from memberrules.engine.errors import DiagnosticError
+    from memberrules.engine.gitsource import GitSourceError
+
+    try:
+        threshold = parse_threshold(fail_on) if fail_on is not None else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--fail-on") from None
+    try:
+        outcome = diff_rule_sets(old, new, data_dir, as_of, engine=engine)
+    except (GitSourceError, ValueError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    except DiagnosticError as error:
+        click.echo(render(error.diagnostics, "text", {}), err=True)
+        sys.exit(EXIT_USAGE)
+    if outcome.diff is None:
+        click.echo(render(outcome.diagnostics, "text", outcome.sources), err=True)
+        click.echo(f"failed: {len(outcome.diagnostics)} error(s); fix them before comparing", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(render_diff(outcome.diff, fmt), nl=fmt != "markdown")
+    if threshold is not None and threshold.exceeded(outcome.diff):
+        click.echo(f"failed: {outcome.diff.members_changed} of {outcome.diff.members} members change tier or "
+                   f"class, more than --fail-on {fail_on}", err=True)
+        sys.exit(EXIT_FAILED)
     sys.exit(EXIT_OK)
 
 

@@ -356,23 +356,16 @@ def _read(rules: CheckedRuleSet, data: Path, as_of: dt.datetime, cache: dict) ->
     return cache[key]
 
 
-def _sent_by_campaign(rules: CheckedRuleSet, compiled, evaluation) -> dict[str, list]:
-    """Members sent an action, per campaign, on a first run (no previous state, empty ledger)."""
+def _sent_by_campaign(rules: CheckedRuleSet, compiled, evaluation) -> tuple[dict[str, list], list[str]]:
+    """Members sent an action, per campaign, as on a first run (no previous state, empty ledger),
+    and the campaign runtime's notes on what that leaves out."""
     if not rules.campaigns:
-        return {}
+        return {}, []
+    decision = decide_actions(rules, compiled, evaluation)
     sent: dict[str, list] = defaultdict(list)
-    for action in decide_actions(rules, compiled, evaluation).actions:
+    for action in decision.actions:
         sent[action.campaign].append(action.member)
-    return dict(sent)
-
-
-def _transition_note(rules: Iterable[CheckedRuleSet]) -> str | None:
-    names = sorted({name for r in rules for name, c in r.campaigns.items()
-                    if c.trigger is not None and c.trigger.kind != "tier_at_risk"})
-    if not names:
-        return None
-    return (f"{', '.join(names)}: sent on a transition (on: …) against the previous run, which a diff "
-            "does not have; counted as 0 on both sides")
+    return dict(sent), list(decision.notes)
 
 
 ENGINES = ("python", "duckdb")
@@ -421,7 +414,7 @@ def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | No
         else:
             when = parse_as_of(as_of, new_rules.timezone)
         cache: dict = {}
-        rows, actions = [], []
+        rows, actions, campaign_notes = [], [], []
         channels: dict[str, str] = {}
         for rules in (old_rules, new_rules):
             if engine == "duckdb":
@@ -430,7 +423,9 @@ def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | No
             compiled = compile_rule_set(rules)
             evaluation = compiled.evaluate(_read(rules, data, when, cache), when)
             rows.append(evaluation.rows)
-            actions.append(_sent_by_campaign(rules, compiled, evaluation))
+            sent, side_notes = _sent_by_campaign(rules, compiled, evaluation)
+            actions.append(sent)
+            campaign_notes += [note for note in side_notes if note not in campaign_notes]
             channels.update({name: c.channel for name, c in rules.campaigns.items()})
         tiers, classes, segments, changed, one_sided = compare_rows(old_rules, new_rules, rows[0], rows[1])
         notes = []
@@ -445,8 +440,7 @@ def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | No
                              "Python engine only")
         else:
             campaigns = compare_actions(old_rules, new_rules, actions[0], actions[1], channels)
-            if note := _transition_note((old_rules, new_rules)):
-                notes.append(note)
+            notes += campaign_notes
         members = len({*(r[old_rules.member.key] for r in rows[0])} & {*(r[new_rules.member.key] for r in rows[1])})
         result = RuleSetDiff(sources[0].label, sources[1].label, when, members, changed,
                              compare_rules(old_rules, new_rules), tiers, classes, segments, campaigns, notes,
@@ -620,7 +614,7 @@ def render_text(diff: RuleSetDiff) -> str:
 def _md(text: object) -> str:
     """Text in a table cell or list item: markdown's special characters escaped."""
     text = str(text).replace("\n", " ")
-    for char in "\\|*_`[]<>":
+    for char in "\\|*`[]<>":
         text = text.replace(char, "\\" + char)
     return text
 

@@ -118,6 +118,11 @@ def test_diff_of_a_branch_against_main_counts_members_by_hand(repo: Path):
     campaigns = {c["name"]: c for c in diff["campaigns"]}
     assert (campaigns["win_back"]["before"], campaigns["win_back"]["after"], campaigns["win_back"]["lost_examples"]) \
         == (2, 1, ["a2"])
+    # Without a previous run tier_up compares with the held tier (tiers.current): a2 (push consent) moves
+    # up from normal only under the new rules; a1 moves up too but has no push consent.
+    assert (campaigns["congrats"]["before"], campaigns["congrats"]["after"], campaigns["congrats"]["gained_examples"]) \
+        == (0, 1, ["a2"])
+    assert any("tier_up and tier_down compare with tiers.current" in note for note in diff["notes"])
     assert [(r["address"], r["kind"], r["old"], r["new"]) for r in diff["rules"]] == [
         ("params.active_days", "changed", "30", "45"),
         ("tiers.levels.silver", "changed", "min 1000", "min 800"),

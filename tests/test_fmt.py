@@ -7,12 +7,11 @@ import json
 import os
 import shutil
 import stat
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, example, given, note, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from memberrules.cli import main
@@ -506,7 +505,7 @@ def property_world(tmp_path_factory) -> tuple[Path, list[dict]]:
     return data, _rows(reference, data)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(messy=messy_rule_file())
 def test_fmt_never_changes_any_expression(tmp_path_factory, messy):

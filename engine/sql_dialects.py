@@ -139,7 +139,8 @@ def _add_us_generic(ts: exp.Expression, micros: exp.Expression) -> exp.Expressio
 
 
 def _date_add_days(d: exp.Expression, days: exp.Expression) -> exp.Expression:
-    return exp.DateAdd(this=d, expression=days, unit=exp.var("DAY"))
+    # DuckDB's date + INTERVAL is a TIMESTAMP; the cast keeps a date a date.
+    return cast(exp.DateAdd(this=d, expression=days, unit=exp.var("DAY")), "DATE")
 
 
 def _date_diff_days(a: exp.Expression, b: exp.Expression) -> exp.Expression:

@@ -1,0 +1,385 @@
+"""The Python engine and the DuckDB engine give the same rows, byte for byte (SPEC §4).
+
+Hypothesis draws well-typed expression trees (one strategy per result type, never
+strings), prints them into a rule set, draws a small snapshot around `as_of` (nulls,
+decimals, times on the window edges, members without events, ties), and compares the
+JSONL lines of both engines.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, example, given, note, settings
+from hypothesis.control import currently_in_test_context
+from hypothesis import strategies as st
+
+from memberrules.engine import ast
+from memberrules.engine.check import check_rule_set
+from memberrules.engine.duckdb_engine import connect, evaluate_duckdb
+from memberrules.engine.eval import compile_rule_set
+from memberrules.engine.results import jsonl_lines, result_columns
+from memberrules.engine.snapshot import read_snapshot
+
+SCHEMA = """\
+version: 1
+timezone: {timezone}
+schema:
+  member:
+    key: member_id
+    fields: {{member_id: string, i: int?, j: int, d: decimal?, s: string?, b: bool?,
+             ts: timestamp?, dt: date?, tags: list<string>, cur: string?, held: string?}}
+  ev:
+    key: member_id
+    time: at
+    fields: {{member_id: string, at: timestamp, amount: decimal?, n: int?, kind: string?}}
+"""
+
+# A few hundred examples by default (about a minute on 2 cores); more with MR_ENGINE_EXAMPLES=5000.
+EXAMPLES = int(os.environ.get("MR_ENGINE_EXAMPLES", "250"))
+KINDS = ("a", "b", "c")
+TAGS = ("vip", "new", "x'y")
+AS_OFS = ("2026-11-01T00:00:00", "2028-02-29T12:30:00", "2027-03-01T00:00:00", "2026-01-01T00:00:00")
+EDGES = (timedelta(days=-400), timedelta(days=-31), timedelta(days=-30), timedelta(days=-30, seconds=1),
+         timedelta(days=-29, hours=-5), timedelta(days=-7), timedelta(days=-1, hours=1), timedelta(seconds=-1),
+         timedelta(0), timedelta(seconds=1), timedelta(days=2))
+
+
+def L(kind, value):  # noqa: N802 - a literal, short because the strategies are full of them
+    return ast.Literal(kind, value)
+
+
+def N(name):  # noqa: N802
+    return ast.Name(name)
+
+
+def binary(op):
+    return lambda pair: ast.BinaryOp(op, pair[0], pair[1])
+
+
+small_int = st.integers(-20, 40).map(lambda v: L("int", v))
+money = st.decimals(min_value=-500, max_value=500, places=2, allow_nan=False, allow_infinity=False) \
+    .map(lambda v: L("decimal", v))
+days = st.integers(1, 60).map(lambda v: L("duration", timedelta(days=v)))
+durations = st.one_of(days, st.integers(1, 48).map(lambda v: L("duration", timedelta(hours=v))))
+strings = st.text(alphabet="abcxyz '\"\\%_;-é中", max_size=5).map(lambda v: L("string", v))
+
+# -- event aggregates -------------------------------------------------------------------------------
+
+event_bool = st.deferred(lambda: st.one_of(
+    st.tuples(st.sampled_from(["<", ">=", "==", "!="]), money).map(lambda x: ast.Compare(x[0], N("amount"), x[1])),
+    st.tuples(st.sampled_from(["<", ">", "=="]), small_int).map(lambda x: ast.Compare(x[0], N("n"), x[1])),
+    st.lists(st.sampled_from(KINDS), min_size=1, max_size=2).map(
+        lambda ks: ast.Compare("in", N("kind"), ast.ListLiteral(tuple(L("string", k) for k in ks)))),
+    st.sampled_from(["amount", "kind", "n"]).map(lambda f: ast.IsNull(N(f))),
+    st.tuples(event_bool, event_bool).map(binary("and")),
+    st.tuples(event_bool, event_bool).map(binary("or")),
+))
+clauses = st.tuples(st.none() | days, st.none() | event_bool)
+
+
+def event(func, field):
+    return clauses.map(lambda c: ast.EventAggregate(func, "ev", field, c[0], c[1]))
+
+
+event_int = st.one_of(event("count", None), event("count", "amount"), event("sum", "n"), event("max", "n"))
+event_decimal = st.one_of(event("sum", "amount"), event("avg", "amount"), event("avg", "n"), event("min", "amount"))
+event_timestamp = st.one_of(event("last", "at"), event("first", "at"))
+event_string = st.one_of(event("last", "kind"), event("first", "kind"), event("max", "kind"))
+
+# -- member-level values (no population aggregate) ---------------------------------------------------
+# One strategy per result type and depth; depth 0 holds only leaves, so trees stay small.
+
+
+def call(func, *args):
+    return ast.Call(func, tuple(args))
+
+
+# Divisors are non-zero literals: the checker types `x / y` as non-null when x and y are, so
+# the Python engine may drop its null test on a quotient (reported; docs/SEMANTICS.md says
+# division by zero is null, and the SQL gives null).
+nonzero = st.one_of(st.integers(1, 9).map(lambda v: L("int", v)),
+                    st.decimals(min_value=Decimal("0.5"), max_value=40, places=2).map(lambda v: L("decimal", v)))
+_MEMO: dict = {}
+
+
+def memo(build):
+    def strategy(depth: int):
+        key = (build.__name__, depth)
+        if key not in _MEMO:
+            _MEMO[key] = build(depth)
+        return _MEMO[key]
+    return strategy
+
+
+@memo
+def timestamps(depth):
+    leaves = st.one_of(st.just(N("ts")), st.just(N("as_of")), event_timestamp)
+    if depth == 0:
+        return leaves
+    return st.one_of(leaves, st.tuples(timestamps(depth - 1), durations).map(binary("-")),
+                     st.tuples(timestamps(depth - 1), durations).map(binary("+")))
+
+
+@memo
+def dates(depth):
+    leaves = st.one_of(st.just(N("dt")), timestamps(0).map(lambda x: call("date", x)))
+    if depth == 0:
+        return leaves
+    return st.one_of(leaves, st.tuples(dates(depth - 1), days).map(binary("-")),
+                     timestamps(depth - 1).map(lambda x: call("date", x)))
+
+
+def instants(depth):
+    return st.one_of(timestamps(depth), dates(depth))
+
+
+@memo
+def texts(depth):
+    leaves = st.one_of(strings, st.just(N("s")), st.just(N("cur")), event_string)
+    if depth == 0:
+        return leaves
+    inner = texts(depth - 1)
+    return st.one_of(leaves, inner.map(lambda x: call("lower", x)), st.tuples(inner, inner).map(binary("+")),
+                     st.tuples(inner, inner).map(binary("??")))
+
+
+@memo
+def integers(depth):
+    leaves = st.one_of(small_int, st.just(N("i")), st.just(N("j")), event_int)
+    if depth == 0:
+        return leaves
+    inner = integers(depth - 1)
+    return st.one_of(
+        leaves,
+        st.tuples(instants(depth - 1), instants(depth - 1)).map(lambda x: call("days_between", *x)),
+        st.tuples(st.sampled_from(["day_of_month", "day_of_year", "day_of_week", "month", "hour",
+                                   "days_until_anniversary"]), instants(depth - 1)).map(lambda x: call(*x)),
+        texts(depth - 1).map(lambda x: call("length", x)),
+        st.tuples(st.sampled_from(["+", "-", "*"]), inner, inner).map(lambda x: ast.BinaryOp(*x)),
+        st.tuples(inner, st.integers(1, 9)).map(lambda x: ast.BinaryOp("%", x[0], L("int", x[1]))),
+        st.tuples(inner, inner).map(binary("??")), inner.map(lambda x: call("abs", x)),
+        st.tuples(inner, inner).map(lambda x: call("max", *x)),
+        decimals_(depth - 1).map(lambda x: call("round", x)),
+    )
+
+
+@memo
+def decimals_(depth):
+    leaves = st.one_of(money, st.just(N("d")), event_decimal)
+    if depth == 0:
+        return leaves
+    inner, numbers_ = decimals_(depth - 1), st.one_of(decimals_(depth - 1), integers(depth - 1))
+    return st.one_of(
+        leaves,
+        st.tuples(st.sampled_from(["+", "-", "*"]), inner, numbers_).map(lambda x: ast.BinaryOp(*x)),
+        st.tuples(numbers_, nonzero).map(binary("/")),
+        st.tuples(inner, nonzero).map(binary("%")),
+        st.tuples(inner, inner).map(binary("??")), inner.map(lambda x: call("round", x, L("int", 1))),
+        st.tuples(inner, integers(depth - 1)).map(lambda x: call("min", *x)),
+    )
+
+
+def numbers(depth):
+    return st.one_of(integers(depth), decimals_(depth))
+
+
+@memo
+def booleans(depth):
+    leaves = st.one_of(st.just(N("b")), st.tuples(st.sampled_from(["in", "not in"]), st.sampled_from(TAGS)).map(
+        lambda x: ast.Compare(x[0], L("string", x[1]), N("tags"))))
+    if depth == 0:
+        return leaves
+    d = depth - 1
+    return st.one_of(
+        leaves,
+        st.tuples(st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), numbers(d), numbers(d)).map(
+            lambda x: ast.Compare(*x)),
+        st.tuples(st.sampled_from(["==", "<", ">="]), instants(d), instants(d)).map(lambda x: ast.Compare(*x)),
+        st.tuples(st.sampled_from(["==", "!=", "<"]), texts(d), texts(d)).map(lambda x: ast.Compare(*x)),
+        st.tuples(st.sampled_from(["in", "not in"]), texts(d), st.lists(strings, max_size=3)).map(
+            lambda x: ast.Compare(x[0], x[1], ast.ListLiteral(tuple(x[2])))),
+        st.tuples(st.sampled_from(["contains", "starts_with", "ends_with"]), texts(d), texts(d)).map(
+            lambda x: call(*x)),
+        st.one_of(numbers(d), texts(d), instants(d)).map(ast.IsNull),
+        st.tuples(booleans(d), booleans(d)).map(binary("and")), st.tuples(booleans(d), booleans(d)).map(binary("or")),
+        booleans(d).map(lambda x: ast.Unary("not", x)),
+    )
+
+
+DEPTH = 2
+
+# -- population values ------------------------------------------------------------------------------
+
+population_int = st.one_of(
+    st.tuples(st.sampled_from(["rank", "ntile"]), numbers(DEPTH - 1), st.integers(1, 5)).map(
+        lambda x: ast.Ranking(x[0], x[1], L("int", x[2]) if x[0] == "ntile" else None)),
+    st.tuples(st.sampled_from(["count", "sum", "max"]), integers(DEPTH - 1), st.none() | booleans(1)).map(
+        lambda x: ast.PopulationAggregate(x[0], x[1], None, x[2])),
+)
+population_decimal = st.one_of(
+    st.tuples(st.sampled_from(["avg", "sum", "min"]), numbers(DEPTH - 1), st.none() | booleans(1)).map(
+        lambda x: ast.PopulationAggregate(x[0], x[1], None, x[2]) if x[0] != "sum" or
+        not isinstance(x[1], ast.Literal) else ast.PopulationAggregate("avg", x[1], None, x[2])),
+    st.tuples(decimals_(DEPTH - 1), st.sampled_from(["0", "0.2", "0.5", "0.8", "1"]), st.none() | booleans(1)).map(
+        lambda x: ast.PopulationAggregate("quantile", x[0], L("decimal", Decimal(x[1])), x[2])),
+)
+population_float = numbers(DEPTH - 1).map(lambda x: ast.Ranking("percent_rank", x))
+metric_values = st.one_of(
+    integers(DEPTH), decimals_(DEPTH), booleans(DEPTH), texts(DEPTH), timestamps(DEPTH), dates(DEPTH),
+    population_int, population_decimal, population_float,
+    st.tuples(population_decimal, decimals_(1)).map(binary("-")),
+    st.tuples(population_int, integers(1)).map(binary("+")),
+)
+
+# -- data -------------------------------------------------------------------------------------------
+
+member_rows = st.lists(st.fixed_dictionaries({
+    "i": st.none() | st.integers(-5, 30), "j": st.integers(0, 3),
+    "d": st.none() | st.decimals(min_value=-100, max_value=100, places=2),
+    "s": st.none() | st.sampled_from(["a", "b", "ab", "x'y", "中"]), "b": st.none() | st.booleans(),
+    "ts": st.none() | st.sampled_from(EDGES), "dt": st.none() | st.sampled_from(
+        [date(2000, 2, 29), date(1990, 11, 1), date(2026, 10, 31), date(1985, 3, 1), date(2001, 12, 31)]),
+    "tags": st.lists(st.sampled_from(TAGS), max_size=2, unique=True),
+    "cur": st.none() | st.sampled_from(["a", "mid", "B"]),
+    "held": st.none() | st.sampled_from(["low", "mid", "high", "gone"]),
+    "events": st.lists(st.fixed_dictionaries({
+        "at": st.sampled_from(EDGES), "amount": st.none() | st.decimals(min_value=-50, max_value=300, places=2),
+        "n": st.none() | st.integers(-3, 9), "kind": st.none() | st.sampled_from(KINDS)}), max_size=4),
+}), min_size=1, max_size=7)
+
+
+def write_snapshot(directory: Path, members: list[dict], as_of: datetime) -> None:
+    with open(directory / "member.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["member_id", "i", "j", "d", "s", "b", "ts", "dt", "tags", "cur", "held"])
+        for k, m in enumerate(members):
+            writer.writerow([f"M{k:02d}", _cell(m["i"]), m["j"], _cell(m["d"]), _cell(m["s"]),
+                             _cell(m["b"]), _cell(None if m["ts"] is None else (as_of + m["ts"]).isoformat()),
+                             _cell(m["dt"]), json.dumps(m["tags"]), _cell(m["cur"]), _cell(m["held"])])
+    with open(directory / "ev.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["member_id", "at", "amount", "n", "kind"])
+        for k, m in enumerate(members):
+            for e in m["events"]:
+                writer.writerow([f"M{k:02d}", (as_of + e["at"]).isoformat(), _cell(e["amount"]), _cell(e["n"]),
+                                 _cell(e["kind"])])
+        writer.writerow(["NOBODY", as_of.isoformat(), "1", "1", "a"])  # an unknown member is ignored
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def rule_set_text(metrics: list[ast.Expr], classes: list[ast.Expr], segment: ast.Expr, tier_by: ast.Expr | None,
+                  timezone: str) -> str:
+    lines = [SCHEMA.format(timezone=timezone), "metrics:"]
+    for k, metric in enumerate(metrics):
+        lines.append(f"  m{k}: {{expr: {json.dumps(ast.to_source(metric), ensure_ascii=False)}, output: true}}")
+    lines.append("classes:\n  c:")
+    for k, case in enumerate(classes):
+        lines.append(f"    - {{name: k{k}, when: {json.dumps(ast.to_source(case), ensure_ascii=False)}}}")
+    lines.append("    - {name: rest, else: true}")
+    lines.append(f"segments:\n  seg: {json.dumps(ast.to_source(segment), ensure_ascii=False)}")
+    if tier_by is not None:
+        lines.append("tiers:\n  by: " + json.dumps(ast.to_source(tier_by), ensure_ascii=False))
+        lines.append("  levels: [{name: low, min: 0}, {name: mid, min: 5}, {name: high, min: 20}]")
+        lines.append("  current: held\n  downgrade: {when: \"day_of_month(as_of) == 1\"}")
+        lines.append("  forecast: {earned: \"sum(ev.n within 30d)\", window: 30d}")
+    return "\n".join(lines) + "\n"
+
+
+_CONNECTION = None
+
+
+def duckdb_connection():
+    global _CONNECTION
+    if _CONNECTION is None:
+        _CONNECTION = connect(memory_limit="1GB", threads=2)
+    return _CONNECTION
+
+
+def assert_engines_equal(text: str, members: list[dict], as_of_text: str, timezone: str) -> None:
+    if currently_in_test_context():
+        note(text)
+    with tempfile.TemporaryDirectory() as tmp:
+        rules_dir, data_dir = Path(tmp) / "rules", Path(tmp) / "data"
+        rules_dir.mkdir()
+        data_dir.mkdir()
+        (rules_dir / "rules.yaml").write_text(text, encoding="utf-8")
+        result = check_rule_set(rules_dir)
+        assert result.rule_set is not None, [str(d) for d in result.diagnostics if d.is_error]
+        rules = result.rule_set
+        tz = ZoneInfo(timezone)
+        as_of = datetime.fromisoformat(as_of_text).replace(tzinfo=tz)
+        write_snapshot(data_dir, members, as_of)
+        snapshot = read_snapshot(data_dir, rules.model.schema_, rules.timezone, as_of)
+        expected = compile_rule_set(rules).evaluate(snapshot, as_of).rows
+        run = evaluate_duckdb(rules, data_dir, as_of, connection=duckdb_connection())
+        assert run.read_by == "duckdb"
+        columns = result_columns(rules)
+        want = list(jsonl_lines(expected, columns, tz))
+        got = list(jsonl_lines(run.rows, columns, tz))
+        for w, g in zip(want, got):
+            assert w == g, f"python: {w}\nduckdb: {g}"
+        assert len(want) == len(got)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(metrics=st.lists(metric_values, min_size=1, max_size=3), classes=st.lists(booleans(DEPTH), min_size=1, max_size=2),
+       segment=booleans(DEPTH), tier_by=st.none() | integers(1), members=member_rows, as_of=st.sampled_from(AS_OFS),
+       timezone=st.sampled_from(["Asia/Shanghai", "America/New_York"]))
+@example(metrics=[ast.BinaryOp("/", L("decimal", Decimal("1")), L("int", 3))], classes=[N("b")], segment=N("b"),
+         tier_by=None, members=[{"i": None, "j": 0, "d": None, "s": None, "b": None, "ts": None, "dt": None,
+                                 "tags": [], "cur": None, "held": None, "events": []}],
+         as_of=AS_OFS[0], timezone="Asia/Shanghai")
+def test_python_and_duckdb_engines_give_the_same_rows(metrics, classes, segment, tier_by, members, as_of, timezone):
+    assert_engines_equal(rule_set_text(metrics, classes, segment, tier_by, timezone), members, as_of, timezone)
+
+
+def test_default_rule_pack_gives_the_same_rows_on_demo_data(tmp_path):
+    from memberrules.engine.demo import DEFAULT_AS_OF, write_demo_snapshot
+
+    rules = check_rule_set(Path(__file__).parent.parent / "rules").rule_set
+    for fmt in ("csv", "parquet"):
+        data = tmp_path / fmt
+        write_demo_snapshot(data, members=1500, fmt=fmt)
+        snapshot = read_snapshot(data, rules.model.schema_, rules.timezone, DEFAULT_AS_OF)
+        expected = compile_rule_set(rules).evaluate(snapshot, DEFAULT_AS_OF).rows
+        run = evaluate_duckdb(rules, data, DEFAULT_AS_OF, connection=duckdb_connection())
+        assert run.read_by == "duckdb"
+        tz = ZoneInfo(rules.timezone)
+        columns = result_columns(rules)
+        assert list(jsonl_lines(run.rows, columns, tz)) == list(jsonl_lines(expected, columns, tz))
+
+
+@pytest.mark.parametrize("value", ["it's", 'say "hi"', "back\\slash", "-- not a comment", "a; DROP TABLE member",
+                                   "中文 ✓", "\\'; --", "$$", "%_"])
+def test_string_literals_come_back_unchanged(value):
+    text = rule_set_text([L("string", value), ast.Compare("==", N("s"), L("string", value))], [N("b")], N("b"),
+                         None, "UTC")
+    members = [{"i": None, "j": 0, "d": None, "s": value, "b": None, "ts": None, "dt": None, "tags": [],
+                "cur": None, "held": None, "events": []}]
+    assert_engines_equal(text, members, AS_OFS[0], "UTC")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12))
+def test_any_string_literal_keeps_its_meaning_in_sql(value):
+    text = rule_set_text([L("string", value), ast.Compare("==", N("s"), L("string", value))], [N("b")], N("b"),
+                         None, "UTC")
+    members = [{"i": None, "j": 0, "d": None, "s": value or None, "b": None, "ts": None, "dt": None, "tags": [],
+                "cur": None, "held": None, "events": []}]
+    assert_engines_equal(text, members, AS_OFS[0], "UTC")

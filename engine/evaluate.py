@@ -178,14 +178,15 @@ def evaluate_rules(rules_dir: Path, data_dir: Path, *, as_of: datetime | str | N
     timings["evaluate"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    rejects_file = None
-    if on_bad_row == "skip" and not dry_run:
-        rejects_file = rejects_path(out)
-        write_rejects(snapshot.rejects, rejects_file)
     # Results and actions.jsonl are renamed into place only after the state file commits.
     decision, written, actions_file = write_outputs(
         rules, compiled, evaluation, results=out, state=state, dry_run=dry_run,
         write_results=lambda path: write_rows(evaluation.rows, columns, path, fmt, compiled.tz))
+    rejects_file = None
+    if on_bad_row == "skip" and not dry_run:
+        # After the results, so that a run failing before them leaves no file at all.
+        rejects_file = rejects_path(out)
+        write_rejects(snapshot.rejects, rejects_file)
     timings["write"] = time.perf_counter() - began
     report = EvaluateReport(out, fmt, evaluation.as_of, written, snapshot.stats, members, rejects_file,
                             summarize(evaluation, rules), evaluation, seconds=timings,

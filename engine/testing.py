@@ -646,7 +646,8 @@ def summary_line(report: TestReport) -> str:
     files = len(report.files)
     if not results and not report.problems:
         return f"no tests: no *.test.yaml with tests in the rule set ({files} file(s))"
-    parts = [f"{passed} passed"] + ([f"{failed} failed"] if failed else []) + ([f"{errors} error(s)"] if errors else [])
+    parts = [f"{passed} passed"] + ([f"{failed} failed"] if failed else [])
+    parts += [f"{errors} error(s)"] if errors else []
     head = "ok" if report.ok else "failed"
     return f"{head}: {len(results)} test(s) in {files} file(s): {', '.join(parts)}"
 

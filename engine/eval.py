@@ -153,7 +153,7 @@ class CompiledRuleSet:
         self._row_unit = self._row_builder()
         self.source = self._program.source()
         namespace = self._namespace(self._program)
-        exec(compile(self.source, "<memberrules rules>", "exec"), namespace)  # our generated code only
+        exec(_compile(self.source, "<memberrules rules>"), namespace)  # our generated code only
         self._stage_factories = [namespace[f"make_{unit.name}"] for unit in self._stage_units]
         for plan in self.population_plans:
             plan.factory = namespace[f"make_{self._population_units[plan.key].name}"]
@@ -424,7 +424,7 @@ class CompiledRuleSet:
         compiler = unit.compiler()
         unit.body.append(f"return {compiler.expr(expr)}")
         namespace = self._namespace(program)
-        exec(compile(program.source(), "<memberrules expression>", "exec"), namespace)  # our generated code
+        exec(_compile(program.source(), "<memberrules expression>"), namespace)  # our generated code only
         factory = namespace["make_expr"]
         defaults = self.param_values()
         last: list = [None, None]
@@ -492,6 +492,17 @@ def coerce_param(param: Param, value: object) -> object:
     if not ok:
         raise ValueError(f"param {param.name}: expected {param.type}, got {value!r}")
     return value
+
+
+def _compile(source: str, name: str):
+    # The parser bounds expression depth, so this holds for every checked rule set; should
+    # Python still refuse the generated nesting, say so instead of failing with a traceback.
+    try:
+        return compile(source, name, "exec")
+    except (SyntaxError, RecursionError, MemoryError) as error:
+        raise DiagnosticError([Diagnostic(
+            "MR206", f"the rules nest too deeply for the Python engine ({type(error).__name__})", None,
+            hint="split deep expressions into metrics")]) from None
 
 
 def _localize(value: datetime, tz: ZoneInfo) -> datetime:

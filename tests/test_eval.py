@@ -313,3 +313,22 @@ def test_parse_of_a_checked_expression_matches_the_metric_text():
     expr = rules.rules.metrics["avg_spend"].expr
     assert ast.to_source(expr) == ast.to_source(parse_expr("avg(monetary over members where frequency > 0)").expr)
     assert "avg(monetary over members where frequency > 0)" in rules.population_nodes
+
+
+def test_generated_code_python_refuses_becomes_a_diagnostic(monkeypatch):
+    import memberrules.engine.eval as eval_module
+    from memberrules.engine.errors import DiagnosticError
+
+    def refuse(*args):
+        raise SyntaxError("too many nested parentheses")
+
+    monkeypatch.setattr(eval_module, "compile", refuse, raising=False)
+    with pytest.raises(DiagnosticError) as error:
+        compiled(RFM)
+    assert error.value.diagnostics[0].code == "MR206"
+
+
+def test_long_condition_chains_compile():
+    chain = " and ".join(["i > 1"] * 99)
+    rules = compiled(f"metrics:\n  x: {{expr: '{chain}', output: true}}\n")
+    assert rules.evaluate(snapshot([member("a", i=2), member("b")]), AS_OF).rows[0]["x"] is True

@@ -72,7 +72,9 @@ def round_half_away(x, digits: int = 0):
     if type(x) is float:
         if not math.isfinite(x):
             return x
-        return float(Decimal(repr(x)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+        # The float's exact binary value is rounded, as SQL engines round a DOUBLE: 2.675 is
+        # 2.67499999999999982… and rounds to 2.67.
+        return float(Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
     rounded = Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
     if type(x) is int:
         return int(rounded)

@@ -49,7 +49,7 @@ timezone: Asia/Shanghai
 schema:
   member:
     key: member_id
-    fields: {member_id: string, i: int?, j: int?, d: decimal?, e: decimal?, f: float?, s: string?, b: bool?,
+    fields: {member_id: string, i: int?, j: int?, d: decimal?, e: decimal?, f: float?, g: float?, s: string?, b: bool?,
              c: bool?, ts: timestamp?, day: date?, growth: int, held: string?, tags: list<string>}
   orders:
     key: member_id

@@ -11,7 +11,7 @@ import bisect
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal, localcontext
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal, getcontext, localcontext
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -26,8 +26,16 @@ _ZERO = Decimal(0)
 
 
 def decimal_context():
-    """The context manager every evaluation runs in."""
+    """The context manager every evaluation runs in. Code that calls `expr_function`s for
+    many members can enter it once around the loop; each call then skips entering it."""
     return localcontext(DECIMAL_CONTEXT)
+
+
+def in_decimal_context() -> bool:
+    """Whether decimal arithmetic already runs with the evaluation's precision and rounding."""
+    context = getcontext()
+    return (context.prec == DECIMAL_CONTEXT.prec and context.rounding == DECIMAL_CONTEXT.rounding
+            and context.Emax == DECIMAL_CONTEXT.Emax and context.Emin == DECIMAL_CONTEXT.Emin)
 
 
 def truncate(value: Decimal, places: int = DIVISION_PLACES) -> Decimal:

@@ -332,3 +332,22 @@ def test_long_condition_chains_compile():
     chain = " and ".join(["i > 1"] * 99)
     rules = compiled(f"metrics:\n  x: {{expr: '{chain}', output: true}}\n")
     assert rules.evaluate(snapshot([member("a", i=2), member("b")]), AS_OF).rows[0]["x"] is True
+
+
+def test_expr_values_matches_expr_function_for_every_state():
+    rules = compiled(RFM)
+    evaluation = rules.evaluate(rfm_snapshot(), AS_OF)
+    expr = rules.rules.metrics["monetary"].expr
+    one_by_one = [rules.expr_function(expr)(state) for state in evaluation.states]
+    assert rules.expr_values(expr, evaluation.states) == one_by_one == [Decimal("150.00"), Decimal("30.00"), 0]
+
+
+def test_expr_function_follows_a_new_evaluation():
+    rules = compiled(RFM)
+    function = rules.expr_function(rules.rules.metrics["avg_spend"].expr)
+    first = rules.evaluate(rfm_snapshot(), AS_OF)
+    assert function(first.state("a")) == Decimal(90)
+    later = rules.evaluate(rfm_snapshot(), AS_OF + timedelta(days=1, hours=12))
+    # a day and a half later the order of 2 days ago is still inside, b's of 1 day ago too
+    assert function(later.state("a")) == later.row("a")["avg_spend"]
+    assert function(first.state("a")) == Decimal(90)

@@ -183,6 +183,14 @@ def _wrap(node: Expr, minimum: int) -> str:
     return f"({text})" if _precedence(node) < minimum else text
 
 
+def _wrap_operand(node: Expr) -> str:
+    """A comparison operand: `??` binds tighter than `<=`, but readers expect otherwise, so
+    `(recency_days ?? 9999) <= 30` keeps its parentheses."""
+    if isinstance(node, BinaryOp) and node.op == "??":
+        return f"({to_source(node)})"
+    return _wrap(node, _PRECEDENCE["compare"] + 1)
+
+
 _STRING_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
@@ -246,15 +254,19 @@ def to_source(node: Expr) -> str:
             return "not " + _wrap(operand, _PRECEDENCE["not"])
         case Unary(op="-", operand=operand):
             return "-" + _wrap(operand, _PRECEDENCE["neg"])
+        case BinaryOp(op="??", left=left, right=right):
+            # Arithmetic binds tighter than `??`, but `(6 - x) ?? 1` reads better bracketed.
+            left_level = _ATOM if isinstance(left, BinaryOp) else _PRECEDENCE["??"]
+            right_level = _ATOM if isinstance(right, BinaryOp) else _PRECEDENCE["??"] + 1
+            return f"{_wrap(left, left_level)} ?? {_wrap(right, right_level)}"
         case BinaryOp(op=op, left=left, right=right):
             level = _PRECEDENCE[op]
             return f"{_wrap(left, level)} {op} {_wrap(right, level + 1)}"
         case Compare(op=op, left=left, right=right):
-            level = _PRECEDENCE["compare"] + 1
-            return f"{_wrap(left, level)} {op} {_wrap(right, level)}"
+            return f"{_wrap_operand(left)} {op} {_wrap_operand(right)}"
         case IsNull(operand=operand, negated=negated):
             suffix = " is not null" if negated else " is null"
-            return _wrap(operand, _PRECEDENCE["compare"] + 1) + suffix
+            return _wrap_operand(operand) + suffix
         case Call(func=func, args=args):
             return f"{func}(" + ", ".join(to_source(arg) for arg in args) + ")"
         case EventAggregate(func=func, table=table, field=field_name, within=within, where=where):

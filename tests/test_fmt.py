@@ -143,7 +143,7 @@ tiers:
 classes:
   lifecycle:
     - name: active
-      when: recency_days ?? 9999 <= 30
+      when: (recency_days ?? 9999) <= 30
     - name: lapsed
       when: >
         recency_days is not null and
@@ -293,7 +293,7 @@ PROPERTY_EXPRESSIONS = {
     "first_food": "first(orders.amount where category == 'food' and amount > 0.5)",
     "by": "growth_value + 0",
     "downgrade": "day_of_year(as_of) == 1 or date(as_of) == @2026-12-31",
-    "active": "recency_days ?? 9999 <= 30 and not frequency == 0",
+    "active": "(recency_days ?? 9999) <= 30 and not frequency == 0",
     "lapsed": "recency_days is not null and (recency_days > 30 or monetary < big)",
     "vip": "'vip' in tags or tier == 'silver' and coalesce(first_food, 0.0) >= 1",
     "ranked": "spend_rank <= 2 and spend_bucket >= 3 and monetary >= top_spend",

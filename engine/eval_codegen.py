@@ -209,7 +209,7 @@ class ExprCompiler:
             return code
         kind = _kind(node)
         if target.kind == "float" and kind in ("int", "decimal"):
-            return f"float({code})" if not _nullable(node) else self._none_safe(code, "float({{}})")
+            return f"float({code})" if not _nullable(node) else self._none_safe(code, "float({})")
         if target.kind == "timestamp" and kind == "date":
             return f"to_timestamp({code})"
         return code

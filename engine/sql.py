@@ -89,10 +89,11 @@ def sql_type(type_: t.Type, rules: Rules) -> exp.DataType:
     if kind == "list":
         item = sql_type(type_.item or t.STRING, rules)
         return exp.DataType(this=exp.DataType.Type.ARRAY, expressions=[item], nested=True)
-    text = {"bool": "BOOLEAN", "int": "BIGINT", "decimal": rules.decimal_type, "float": "DOUBLE",
-            "string": "VARCHAR", "date": "DATE", "timestamp": "TIMESTAMPTZ", "duration": "BIGINT",
-            "null": "VARCHAR", "error": "VARCHAR"}[kind]
-    return exp.DataType.build(text, dialect="duckdb" if rules.name != "bigquery" else "bigquery")
+    if kind == "decimal":
+        return exp.DataType.build(rules.decimal_type, dialect=rules.type_dialect)
+    text = {"bool": "BOOLEAN", "int": "BIGINT", "float": "DOUBLE", "string": "VARCHAR", "date": "DATE",
+            "timestamp": "TIMESTAMPTZ", "duration": "BIGINT", "null": "VARCHAR", "error": "VARCHAR"}[kind]
+    return exp.DataType.build(text, dialect="duckdb")
 
 
 @dataclass
@@ -680,8 +681,7 @@ class _Compiler:
             return cast(exp.Mul(this=cast(paren(left), whole if lk == "int" else decimal),
                                 expression=cast(paren(right), whole if rk == "int" else decimal)), decimal)
         a, b = cast(paren(left), decimal), cast(paren(right), decimal)
-        ai, bi = cast(exp.Anonymous(this="TRUNC", expressions=[a]), whole), \
-            cast(exp.Anonymous(this="TRUNC", expressions=[b]), whole)
+        ai, bi = cast(self.r.trunc(a), whole), cast(self.r.trunc(b), whole)
         af = cast(exp.Sub(this=a.copy(), expression=ai.copy()), decimal)
         bf = cast(exp.Sub(this=b.copy(), expression=bi.copy()), decimal)
         fractions = self.from_unscaled(self.r.int_div(
@@ -701,7 +701,7 @@ class _Compiler:
             return exp.Mul(this=cast(paren(value), big), expression=cast(num(ONE_UNIT), big))
         decimal = sql_type(t.DECIMAL, self.r)
         value = cast(paren(value), decimal)
-        whole = exp.Anonymous(this="TRUNC", expressions=[value])
+        whole = self.r.trunc(value)
         fraction = exp.Mul(this=exp.Sub(this=value.copy(), expression=whole.copy()), expression=cast(num(ONE_UNIT), big))
         return exp.Add(this=exp.Mul(this=cast(whole, big), expression=cast(num(ONE_UNIT), big)),
                        expression=cast(fraction, big))

@@ -87,7 +87,8 @@ def _corrected_int_div(a: exp.Expression, b: exp.Expression, *, scale_type: str)
     """Truncating division for dialects whose decimal division rounds (Spark keeps 6 digits,
     Snowflake 6 to 12, Trino max(scale)): a rounded quotient is at most one off after
     truncation, so one correction step makes it exact."""
-    approx = cast(fn("TRUNC", exp.Div(this=paren(a), expression=paren(b))), scale_type)
+    quotient = exp.Div(this=paren(a), expression=paren(b))
+    approx = cast(_trunc_floor_ceil(quotient), scale_type)
     rest = exp.Sub(this=paren(a), expression=exp.Mul(this=paren(approx), expression=paren(b)))
     sign = exp.Mul(this=fn("SIGN", a), expression=fn("SIGN", b))
     fix = exp.Case(ifs=[
@@ -97,6 +98,16 @@ def _corrected_int_div(a: exp.Expression, b: exp.Expression, *, scale_type: str)
         exp.If(this=exp.GTE(this=fn("ABS", rest.copy()), expression=fn("ABS", b.copy())), true=sign.copy()),
     ], default=num(0))
     return paren(exp.Add(this=approx.copy(), expression=fix))
+
+
+def _trunc(x: exp.Expression) -> exp.Expression:
+    return fn("TRUNC", x)
+
+
+def _trunc_floor_ceil(x: exp.Expression) -> exp.Expression:
+    # Spark's TRUNC truncates dates; toward zero for a number is FLOOR above 0 and CEIL below.
+    return exp.Case(ifs=[exp.If(this=exp.GTE(this=x, expression=num(0)), true=exp.Floor(this=x.copy()))],
+                    default=exp.Ceil(this=x.copy()))
 
 
 def _filter_nulls(array: exp.Expression) -> exp.Expression:
@@ -201,11 +212,6 @@ def _set_time_zone_duckdb(tz: str) -> exp.Expression:
                                                          expression=exp.Literal.string(tz)))])
 
 
-def _set_time_zone_spark(tz: str) -> exp.Expression:
-    return exp.Set(expressions=[exp.SetItem(this=exp.EQ(this=exp.column("spark.sql.session.timeZone"),
-                                                         expression=exp.var(tz)))])
-
-
 def _set_time_zone_plain(tz: str) -> exp.Expression:
     return exp.Command(this="SET", expression=" TIME ZONE " + exp.Literal.string(tz).sql())
 
@@ -226,7 +232,9 @@ class Rules:
     int_type: str
     int_div: Callable[[exp.Expression, exp.Expression], exp.Expression]
     decimal_type: str = f"DECIMAL({PRECISION}, {SCALE})"
+    type_dialect: str = "duckdb"  # the dialect `decimal_type` is written in
     filter_nulls: Callable[[exp.Expression], exp.Expression] = _filter_nulls
+    trunc: Callable[[exp.Expression], exp.Expression] = _trunc
     contains: Callable[[exp.Expression, exp.Expression], exp.Expression] = _contains_strpos
     ends_with: Callable[[exp.Expression, exp.Expression], exp.Expression] = _ends_with_right
     epoch_us: Callable[[exp.Expression], exp.Expression] = _epoch_us_generic
@@ -251,10 +259,10 @@ RULES: dict[str, Rules] = {
         notes=("exact: proven equal to the Python engine by tests/test_engines_equal.py",)),
     "spark": Rules(
         "spark", "DECIMAL(38, 0)", lambda a, b: _corrected_int_div(a, b, scale_type="DECIMAL(38, 0)"),
-        arg_max=_arg_max_struct, arg_min=_arg_min_struct, set_time_zone=_set_time_zone_spark,
+        arg_max=_arg_max_struct, arg_min=_arg_min_struct, trunc=_trunc_floor_ceil,
         notes=("run with spark.sql.ansi.enabled=false so that a failed cast is null",)),
     "bigquery": Rules(
-        "bigquery", "BIGNUMERIC", _bigquery_int_div, decimal_type="BIGNUMERIC",
+        "bigquery", "BIGNUMERIC", _bigquery_int_div, decimal_type="BIGNUMERIC", type_dialect="bigquery",
         make_date=_make_date, set_time_zone=_set_time_zone_bigquery,
         notes=("BIGNUMERIC holds 38 digits after the point; results are truncated to 18",)),
     "snowflake": Rules(

@@ -133,6 +133,8 @@ def test_decimal_sql_type_is_38_18():
 
 
 @pytest.mark.heavy
+@pytest.mark.skipif(os.environ.get("MEMBERRULES_SPARK") != "1",
+                    reason="starts a local Spark session (minutes); run with MEMBERRULES_SPARK=1")
 def test_spark_sql_gives_the_python_engines_rows(tmp_path):
     pyspark = pytest.importorskip("pyspark", reason="pyspark is the optional extra memberrules[spark]")
     from memberrules.engine.demo import DEFAULT_AS_OF, write_demo_snapshot

@@ -124,8 +124,12 @@ def init_command(directory: Path) -> None:
               help="state file (SQLite, created if missing): last results for transitions, and the action "
                    "ledger for cooldowns, caps and exactly-once actions")
 @click.option("--dry-run", is_flag=True, help="decide and summarise, write nothing (no results, actions or state)")
+@click.option("--engine", type=click.Choice(["python", "duckdb", "auto"]), default="python", show_default=True,
+              help="python: the reference engine (campaigns too); duckdb: the compiled SQL on DuckDB, for large "
+                   "snapshots (no campaigns); auto: duckdb from 20,000 members when there are no campaigns")
 def evaluate_command(rules: Path, data_dir: Path, as_of: str | None, out: Path | None, fmt: str | None,
-                     params: tuple[str, ...], on_bad_row: str, state: Path | None, dry_run: bool) -> None:
+                     params: tuple[str, ...], on_bad_row: str, state: Path | None, dry_run: bool,
+                     engine: str = "python") -> None:
     """Evaluate RULES on the snapshot in --data: one result row per member, and a summary."""
     from rich.console import Console
 
@@ -136,6 +140,10 @@ def evaluate_command(rules: Path, data_dir: Path, as_of: str | None, out: Path |
 
     fmt = format_for(out, fmt)
     out = out or default_out(fmt)
+    if engine != "python":
+        from memberrules.engine.duckdb_engine import evaluate_rules_with
+
+        evaluate_rules = evaluate_rules_with(engine)  # the same call, run by the engine asked for
     try:
         outcome = evaluate_rules(rules, data_dir, as_of=as_of, out=out, fmt=fmt, params=_parse_params(params),
                                  on_bad_row=on_bad_row, progress=_progress_bar(), state=state, dry_run=dry_run)
@@ -174,6 +182,47 @@ def _progress_bar():
                 progress.stop()
         return advance
     return start
+
+
+@main.command("compile")
+@click.argument("rules", type=click.Path(exists=True, path_type=Path))
+@click.option("--dialect", type=click.Choice(["duckdb", "spark", "bigquery", "snowflake", "postgres", "trino"]),
+              default="duckdb", show_default=True)
+@click.option("--as-of", "as_of", metavar="T", help="fix the evaluation instant (as for evaluate); default: the "
+              "time the query runs")
+@click.option("--table", "tables", multiple=True, metavar="TABLE=RELATION",
+              help="read a schema table from this relation, e.g. --table member=crm.members")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="override a param")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write the SQL here [default: stdout]")
+def compile_command(rules: Path, dialect: str, as_of: str | None, tables: tuple[str, ...], params: tuple[str, ...],
+                    out: Path | None) -> None:
+    """The SQL that RULES become, for DuckDB, Spark, BigQuery, Snowflake, Postgres or Trino."""
+    from memberrules.engine.evaluate import parse_as_of
+    from memberrules.engine.sql import compile_sql
+
+    relations = _parse_params(tables)
+    result = check_rule_set(rules, _parse_params(params))
+    if result.rule_set is None:
+        _print_diagnostics(result, "text")
+        click.echo(_summary_line(result), err=True)
+        sys.exit(EXIT_FAILED)
+    unknown = sorted(set(relations) - set(result.rule_set.tables))
+    if unknown:
+        raise click.BadParameter(f"no schema table {', '.join(unknown)}", param_hint="--table")
+    try:
+        instant = parse_as_of(as_of, result.rule_set.timezone) if as_of else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--as-of") from None
+    script = compile_sql(result.rule_set, dialect, as_of=instant, tables=relations).sql()
+    if out is None:
+        click.echo(script, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(script, encoding="utf-8")
+    if result.rule_set.campaigns:
+        click.echo(f"note: {len(result.rule_set.campaigns)} campaign(s) are not compiled; they run on "
+                   "`evaluate --engine python`", err=True)
+    sys.exit(EXIT_OK)
 
 
 @main.command("demo")

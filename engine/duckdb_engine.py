@@ -420,8 +420,11 @@ def _micros(value: timedelta) -> int:
 # -- the evaluate pipeline on DuckDB --------------------------------------------------------------
 
 def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, fmt: str = "jsonl",
-                          params: dict[str, str] | None = None, on_bad_row: str = "fail", progress=None):
-    """`evaluate_rules` (evaluate.py) with the DuckDB engine: same checks, writers and report."""
+                          params: dict[str, str] | None = None, on_bad_row: str = "fail", dry_run: bool = False):
+    """`evaluate_rules` (evaluate.py) with the DuckDB engine: same checks, writers and report.
+
+    Campaigns are not evaluated (their runtime is the Python engine's); the report's engine
+    says so when the rule set has any."""
     from .evaluate import EvaluateOutcome, EvaluateReport, InputError, parse_as_of, summarize
     from .results import rejects_path, result_columns, write_rejects, write_rows
 
@@ -442,18 +445,82 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
     timings.update(run.seconds)
     tz = ZoneInfo(rules.timezone)
     began = time.perf_counter()
-    rejects_file = None
-    if on_bad_row == "skip":
-        rejects_file = rejects_path(out)
-        write_rejects(run.rejects, rejects_file)
-    written = write_rows(run.rows, columns, out, fmt, tz)
+    rejects_file, written = None, 0
+    if not dry_run:
+        written = write_rows(run.rows, columns, out, fmt, tz)
+        if on_bad_row == "skip":
+            rejects_file = rejects_path(out)
+            write_rejects(run.rejects, rejects_file)
     timings["write"] = time.perf_counter() - began
     as_of = as_of.replace(tzinfo=tz) if as_of.tzinfo is None else as_of.astimezone(tz)
     evaluation = Evaluation(run.rows, {}, {}, EvaluationStats(len(run.rows), timings.get("evaluate", 0.0), [], 0.0,
                                                               engine=ENGINE),
                             as_of, {name: p.value for name, p in rules.params.items()}, [], [], [],
                             rules.member.key)
+    engine = ENGINE + (f" (read by the {run.read_by} reader)" if run.read_by != "duckdb" else "")
+    if rules.campaigns:
+        engine += "; campaigns not evaluated, use --engine python"
     report = EvaluateReport(out, fmt, as_of, written, run.stats, len(run.rows), rejects_file,
-                            summarize(evaluation, rules), evaluation, engine=ENGINE, seconds=timings,
-                            rejected_by_table=dict(Counter(reject.table for reject in run.rejects)))
+                            summarize(evaluation, rules), evaluation, engine=engine, seconds=timings,
+                            rejected_by_table=dict(Counter(reject.table for reject in run.rejects)),
+                            dry_run=dry_run)
     return EvaluateOutcome(check, report)
+
+
+# Below this many members the Python engine finishes first: DuckDB's start-up and the
+# conversion of its rows cost more than they save (bench/bench_scale.py measures both).
+AUTO_MIN_MEMBERS = 20_000
+
+
+def count_members(data_dir: Path, schema: dict[str, TableSchema]) -> int:
+    """Rows of the member file, cheaply: Parquet metadata, or line count for CSV and JSONL."""
+    path = find_table_files(Path(data_dir), schema)[MEMBER_TABLE]
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    lines = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            lines += block.count(b"\n")
+    return lines - (1 if path.suffix.lower() == ".csv" else 0)
+
+
+def choose_engine(engine: str, rules: CheckedRuleSet, data_dir: Path, state: Path | None) -> str:
+    """`--engine auto`: DuckDB from AUTO_MIN_MEMBERS members on, unless campaigns need the Python engine."""
+    if engine != "auto":
+        return engine
+    if rules.campaigns and state is not None:
+        return "python"
+    try:
+        members = count_members(data_dir, rules.model.schema_)
+    except Exception:  # a missing or unreadable file: the Python reader says what is wrong
+        return "python"
+    return "duckdb" if members >= AUTO_MIN_MEMBERS and not rules.campaigns else "python"
+
+
+class EngineChoiceError(ValueError):
+    """An option the chosen engine cannot honour (e.g. --state with --engine duckdb): exit 2."""
+
+
+def evaluate_rules_with(engine: str) -> Callable:
+    """`evaluate_rules` (evaluate.py) run by `engine`: python, duckdb or auto."""
+    from .evaluate import evaluate_rules
+
+    def run(rules_dir: Path, data_dir: Path, *, as_of, out: Path, fmt: str = "jsonl", params=None,
+            on_bad_row: str = "fail", progress=None, state: Path | None = None, dry_run: bool = False):
+        chosen = engine
+        if engine == "auto":
+            check = check_rule_set(rules_dir, params)
+            chosen = "python" if check.rule_set is None else choose_engine("auto", check.rule_set, data_dir, state)
+        if chosen == "python":
+            return evaluate_rules(rules_dir, data_dir, as_of=as_of, out=out, fmt=fmt, params=params,
+                                  on_bad_row=on_bad_row, progress=progress, state=state, dry_run=dry_run)
+        if state is not None:
+            from .state import StateError
+
+            raise StateError("--state needs --engine python: campaigns run on the Python engine")
+        return evaluate_rules_duckdb(rules_dir, data_dir, as_of=as_of, out=out, fmt=fmt, params=params,
+                                     on_bad_row=on_bad_row, dry_run=dry_run)
+
+    return run

@@ -383,9 +383,14 @@ class CompiledRuleSet:
                 result[name] = by_member
                 continue
             limit = as_of if self.rules.tables[name].fields[time_field].kind == "timestamp" else as_of.date()
-            late = [k for k, rows in by_member.items()
-                    if rows and rows[-1][time_field] is not None and rows[-1][time_field] > limit]
-            if late:
+            lasts = [rows[-1][time_field] for rows in by_member.values() if rows]
+            try:
+                latest = max(lasts, default=None)
+            except TypeError:  # a row without a time: compare the others
+                latest = max((moment for moment in lasts if moment is not None), default=None)
+            if latest is not None and latest > limit:
+                late = [k for k, rows in by_member.items()
+                        if rows and rows[-1][time_field] is not None and rows[-1][time_field] > limit]
                 by_member = dict(by_member)
                 for k in late:
                     by_member[k] = [r for r in by_member[k] if r[time_field] is None or not r[time_field] > limit]

@@ -436,6 +436,8 @@ class ExprCompiler:
         func = node.func
         if func == "coalesce":
             return self._coalesce(node)
+        if func == "days_between":
+            return f"date_diff({self._local_day(node.args[0])}, {self._local_day(node.args[1])})"
         args = [self.expr(arg) for arg in node.args]
         if func in ("min", "max"):
             args = [self.coerce(code, arg, node.type) for code, arg in zip(args, node.args)]
@@ -451,6 +453,17 @@ class ExprCompiler:
         if helper is None:
             raise ValueError(f"no Python implementation of {func}()")
         return f"{helper}({', '.join(args)})"
+
+    def _local_day(self, node: ast.Expr) -> str:
+        """The calendar day of a date or timestamp; found once per evaluation when it is invariant."""
+        if self.in_factory or not is_invariant(node):
+            code = self.expr(node)
+            return code if _kind(node) == "date" else f"local_date({code})"
+        key = "day of:" + ast.to_source(node)
+        if key not in self.unit.hoisted:
+            code = ExprCompiler(self.unit, self.unit.factory_lines, Scope(), in_factory=True).expr(node)
+            self.unit.hoisted[key] = self.unit.factory_var("day", f"local_date({code})")
+        return self.unit.hoisted[key]
 
     def _today(self) -> str:
         if self.in_factory:

@@ -361,6 +361,12 @@ def runtime_namespace(tz: ZoneInfo) -> dict[str, object]:
             return None
         return timedelta(days=(a - b).days)
 
+    def date_diff(a, b):
+        """Days from calendar day `a` to calendar day `b`."""
+        if a is None or b is None:
+            return None
+        return (b - a).days
+
     def days_between(a, b):
         if a is None or b is None:
             return None
@@ -404,9 +410,9 @@ def runtime_namespace(tz: ZoneInfo) -> dict[str, object]:
         "contained": contained, "not_contained": not_contained, "length": length, "lower": lower,
         "upper": upper, "contains": contains, "starts_with": starts_with, "ends_with": ends_with,
         "whole_days": whole_days, "local_date": local_date, "to_timestamp": to_timestamp,
-        "localize": localize, "day_start": day_start, "ts_add": ts_add, "ts_sub": ts_sub, "date_add": date_add,
-        "date_sub": date_sub, "days_between": days_between, "day_of_month": day_of_month,
-        "day_of_year": day_of_year, "day_of_week": day_of_week, "month": month, "year": year,
-        "hour": hour, "days_until_anniversary": days_until_anniversary,
+        "localize": localize, "day_start": day_start, "ts_add": ts_add, "ts_sub": ts_sub,
+        "date_add": date_add, "date_sub": date_sub, "date_diff": date_diff, "days_between": days_between,
+        "day_of_month": day_of_month, "day_of_year": day_of_year, "day_of_week": day_of_week,
+        "month": month, "year": year, "hour": hour, "days_until_anniversary": days_until_anniversary,
     }
     return namespace

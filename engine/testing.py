@@ -282,7 +282,7 @@ class _Runner:
         if not isinstance(tests, list):
             self.report.problems.append(Diagnostic(
                 "MR150", "a test file needs 'tests:', a list of tests", self.span("tests") or self.span(),
-                hint="tests:\n  - name: …\n    as_of: 2026-11-01T10:00:00+08:00\n    members: [...]\n    expect: [...]"))
+                hint="tests: [{name: …, as_of: 2026-11-01T10:00:00+08:00, members: […], expect: […]}]"))
             return
         for index, case in enumerate(tests):
             self.report.results.append(self.run_case(index, case))

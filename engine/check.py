@@ -245,7 +245,7 @@ class _RuleSetChecker:
                     fields[field_name] = t.parse_type(type_text)
                 except t.TypeSyntaxError as problem:
                     word = type_text.strip().rstrip("?")
-                    guess = did_you_mean(word, list(t.SCALAR_KINDS))
+                    guess = did_you_mean(word, list(t.SCALAR_KINDS) + [f"list<{k}>" for k in t.SCALAR_KINDS])
                     self.error("MR310", str(problem), self.span("schema", table_name, "fields", field_name),
                                hint=f"did you mean '{guess}'?" if guess else "types: " + ", ".join(t.type_names()))
                     fields[field_name] = t.ERROR

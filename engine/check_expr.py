@@ -81,8 +81,10 @@ class ExprChecker:
 
     def check_listliteral(self, node: ast.ListLiteral, ctx: Context) -> ast.Expr:
         items = tuple(self.check(item, ctx) for item in node.items)
-        item_type: t.Type = t.NULL
-        for item in items:
+        # Start from the first item, not from NULL: unify(NULL, string) is string?, which
+        # made ['a', 'b'] a list<string?> and every `x in [...]` nullable.
+        item_type: t.Type = items[0].type if items else t.NULL
+        for item in items[1:]:
             combined = t.unify(item_type, item.type)
             if combined is None:
                 self.error("MR302", f"a list cannot mix {item_type} and {item.type}", item)

@@ -5,6 +5,8 @@ safe YAML 1.2 composer, which also reads SPEC §2's `{birthday: date?}` flow map
 that PyYAML's 1.1 scanner rejects; no tag ever builds an object, scalars are resolved by our own small table (YAML 1.2 core:
 `on`/`yes` stay strings, nothing becomes a timestamp, `19.90` becomes an exact
 Decimal), aliases may not expand past a limit, and files have a size limit.
+`load_rule_set` composes with libyaml when PyYAML has it (same nodes, ten times
+faster; PyYAML's pure-Python scanner is the one that rejects those flow maps).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from ruamel.yaml import YAML, nodes
+import yaml as pyyaml
+from ruamel.yaml import YAML, events, nodes
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .errors import Diagnostic, Span
@@ -28,6 +31,15 @@ MAX_DEPTH = 64
 NAMED_SECTIONS = ("schema", "params", "metrics", "classes", "segments", "campaigns")
 
 Path_ = tuple  # a path into the merged document: ("classes", "rfm", 0, "when")
+
+# libyaml (PyYAML's C parser) composes the same nodes, with the same character marks, about
+# ten times faster than ruamel's pure-Python composer: most of `validate` on a large rule set
+# (bench/bench_validate.py). Like ruamel it reads SPEC §2's `{birthday: date?}`, and it refuses
+# nesting past 1000 levels itself. Without libyaml, ruamel composes everything.
+_LIBYAML = bool(getattr(pyyaml, "__with_libyaml__", False))
+_SCALAR_NODES = (nodes.ScalarNode, pyyaml.ScalarNode)
+_SEQUENCE_NODES = (nodes.SequenceNode, pyyaml.SequenceNode)
+_MAPPING_NODES = (nodes.MappingNode, pyyaml.MappingNode)
 
 _NULL_RE = re.compile(r"^(?:~|null|Null|NULL|)$")
 _BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
@@ -171,15 +183,15 @@ def _to_plain(node: nodes.Node, path: Path_, file: str, positions: Positions, bu
     if len(path) > MAX_DEPTH:
         raise _TooLarge(node, f"the file nests deeper than {MAX_DEPTH} levels")
     positions.origins[path] = Origin(file, node, key_node)
-    if isinstance(node, nodes.ScalarNode):
+    if isinstance(node, _SCALAR_NODES):
         return _scalar_value(node)
-    if isinstance(node, nodes.SequenceNode):
+    if isinstance(node, _SEQUENCE_NODES):
         return [_to_plain(item, path + (i,), file, positions, budget, diagnostics)
                 for i, item in enumerate(node.value)]
     result: dict = {}
     seen: dict[str, nodes.Node] = {}
     for key, value in node.value:
-        if not isinstance(key, nodes.ScalarNode):
+        if not isinstance(key, _SCALAR_NODES):
             diagnostics.append(Diagnostic("MR104", "a key must be a plain name, not a list or a map",
                                           positions._span(file, key)))
             continue
@@ -210,12 +222,15 @@ def _decode(raw: bytes, file: str) -> tuple[str | None, Diagnostic | None]:
                                 Span.point(file, line, col), hint="save the file as UTF-8")
 
 
-def _yaml_error(error: MarkedYAMLError, file: str) -> Diagnostic:
+def _yaml_error(error: MarkedYAMLError, file: str, text: str = "") -> Diagnostic:
     mark = error.problem_mark or error.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     problem = error.problem or "invalid YAML"
     hint = None
-    if "\t" in problem or "tab" in problem:
+    # ruamel writes the tab as the two characters \t ("found character '\t' that cannot …"),
+    # libyaml does not name the character at all: look at the text under the mark.
+    at_tab = mark is not None and text[mark.index:mark.index + 1] == "\t"
+    if at_tab or "\t" in problem or "\\t" in problem or "tab" in problem:
         hint = "YAML indents with spaces, never tabs"
     elif "could not find expected ':'" in problem or "mapping values are not allowed" in problem:
         hint = "an expression containing ': ' or starting with a quote must be quoted as a whole"
@@ -225,14 +240,57 @@ def _yaml_error(error: MarkedYAMLError, file: str) -> Diagnostic:
     return Diagnostic("MR101", f"invalid YAML: {message}", Span.point(file, line, col), hint=hint)
 
 
+_FLOW_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _flow_too_deep(text: str, file: str) -> Diagnostic | None:
+    """`[[[[…` deeper than MAX_DEPTH, found before ruamel sees it: its scanner spends time
+    quadratic in the open brackets of a line. Quotes are ignored, which only errs on the
+    side of counting a level too many in a string of unbalanced brackets."""
+    depth = 0
+    for match in _FLOW_BRACKETS.finditer(text):
+        if match.group() in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line, col = _Lines(text).position(match.start())
+                return Diagnostic("MR105", f"the file nests deeper than {MAX_DEPTH} levels",
+                                  Span.point(file, line, col))
+        elif depth:
+            depth -= 1
+    return None
+
+
+def _too_deep(text: str, file: str) -> Diagnostic:
+    """Where a file first nests deeper than MAX_DEPTH, found by the parser's flat event stream."""
+    depth, line, col = 0, 1, 1
+    try:
+        for event in YAML(typ="safe", pure=True).parse(text):
+            if isinstance(event, (events.MappingStartEvent, events.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, col = event.start_mark.line + 1, event.start_mark.column + 1
+                    break
+            elif isinstance(event, (events.MappingEndEvent, events.SequenceEndEvent)):
+                depth -= 1
+    except YAMLError:
+        pass
+    return Diagnostic("MR105", f"the file nests deeper than {MAX_DEPTH} levels", Span.point(file, line, col))
+
+
 @dataclass
 class LoadedFile:
     file: str
     data: dict | None
+    origins: dict[Path_, Origin] = field(default_factory=dict)  # by path inside this file
 
 
-def load_file(path: Path, display: str, positions: Positions, diagnostics: list[Diagnostic]) -> LoadedFile:
-    """Read one YAML file into plain values; problems go to `diagnostics`."""
+def load_file(path: Path, display: str, positions: Positions, diagnostics: list[Diagnostic],
+              fast: bool = False) -> LoadedFile:
+    """Read one YAML file into plain values; problems go to `diagnostics`.
+
+    With `fast`, libyaml composes the file when PyYAML has it (nodes are then PyYAML's,
+    with the same attributes as ruamel's).
+    """
     raw = path.read_bytes()
     if len(raw) > MAX_FILE_BYTES:
         diagnostics.append(Diagnostic("MR105", f"the file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}",
@@ -241,19 +299,38 @@ def load_file(path: Path, display: str, positions: Positions, diagnostics: list[
     text, problem = _decode(raw, display)
     if problem:
         diagnostics.append(problem)
+        # The line is still shown under the message, the bad byte as U+FFFD.
+        positions.lines[display] = _Lines(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace"))
         return LoadedFile(display, None)
     positions.lines[display] = _Lines(text)
-    try:
-        node = YAML(typ="safe", pure=True).compose(text)
-    except MarkedYAMLError as error:
-        diagnostics.append(_yaml_error(error, display))
+    too_deep = _flow_too_deep(text, display)
+    if too_deep:
+        diagnostics.append(too_deep)
         return LoadedFile(display, None)
-    except YAMLError as error:
-        diagnostics.append(Diagnostic("MR101", f"invalid YAML: {error}", Span.point(display, 1, 1)))
+    try:
+        if fast and _LIBYAML:
+            node = pyyaml.compose(text, Loader=pyyaml.CSafeLoader)
+        else:
+            node = YAML(typ="safe", pure=True).compose(text)
+    except (MarkedYAMLError, pyyaml.MarkedYAMLError) as error:
+        if "maximum nesting depth" in str(error.problem):  # libyaml's own limit
+            diagnostics.append(_too_deep(text, display))
+        else:
+            diagnostics.append(_yaml_error(error, display, text))
+        return LoadedFile(display, None)
+    except (YAMLError, pyyaml.YAMLError) as error:
+        # A reader error (a control character) knows only its character position.
+        position = getattr(error, "position", None)
+        line, col = _Lines(text).position(position) if isinstance(position, int) else (1, 1)
+        problem = getattr(error, "reason", None) or str(error).split("\n")[0]
+        diagnostics.append(Diagnostic("MR101", f"invalid YAML: {problem}", Span.point(display, line, col)))
+        return LoadedFile(display, None)
+    except RecursionError:  # the composer recurses per level: `[[[[…` thousands deep
+        diagnostics.append(_too_deep(text, display))
         return LoadedFile(display, None)
     if node is None:
         return LoadedFile(display, {})
-    if not isinstance(node, nodes.MappingNode):
+    if not isinstance(node, _MAPPING_NODES):
         diagnostics.append(Diagnostic("MR104", "a rule file must be a map of sections (schema:, metrics:, …)",
                                       positions._span(display, node)))
         return LoadedFile(display, None)
@@ -267,7 +344,7 @@ def load_file(path: Path, display: str, positions: Positions, diagnostics: list[
         diagnostics.append(Diagnostic("MR105", "the file nests too deeply", Span.point(display, 1, 1)))
         return LoadedFile(display, None)
     positions.origins.update({(display,) + p: o for p, o in file_positions.origins.items()})
-    return LoadedFile(display, data)
+    return LoadedFile(display, data, file_positions.origins)
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -317,24 +394,37 @@ def load_rule_set(directory: Path, base: Path | None = None) -> LoadedRuleSet:
     for path in files:
         display = _display_name(path, base)
         names.append(display)
-        loaded = load_file(path, display, positions, diagnostics)
+        loaded = load_file(path, display, positions, diagnostics, fast=True)
         if not loaded.data:
             continue
+        by_section: dict[str, dict[Path_, Origin]] = {}
+        for origin_path, origin in loaded.origins.items():
+            if origin_path:
+                by_section.setdefault(origin_path[0], {})[origin_path] = origin
         for section, value in loaded.data.items():
-            _merge_section(section, value, display, positions, merged, merged_origins, diagnostics)
+            _merge_section(section, value, display, positions, merged, merged_origins, diagnostics,
+                           by_section.get(section, {}))
     positions.origins = merged_origins
     sources = {name: lines.text for name, lines in positions.lines.items()}
     return LoadedRuleSet(merged, positions, sources, names, diagnostics)
 
 
-def _merge_section(section, value, file, positions: Positions, merged: dict, origins: dict, diagnostics):
-    file_origins = {p[1:]: o for p, o in positions.origins.items() if p[0] == file and len(p) > 1
-                    and p[1] == section}
+def _merge_section(section, value, file, positions: Positions, merged: dict, origins: dict, diagnostics,
+                   file_origins: dict[Path_, Origin]):
+    """Merge one section of one file; `file_origins` are that section's origins in the file.
+
+    Origins are grouped once per file and per name: scanning every origin of the rule set
+    for each section and name made loading quadratic in the size of the rule set.
+    """
     if section in NAMED_SECTIONS and isinstance(value, dict):
         target = merged.setdefault(section, {})
         if not isinstance(target, dict):
             return
         origins.setdefault((section,), file_origins[(section,)])
+        by_name: dict[object, list[tuple[Path_, Origin]]] = {}
+        for origin_path, origin in file_origins.items():
+            if len(origin_path) > 1:
+                by_name.setdefault(origin_path[1], []).append((origin_path, origin))
         for name, entry in value.items():
             if name in target:
                 first = origins[(section, name)]
@@ -344,7 +434,7 @@ def _merge_section(section, value, file, positions: Positions, merged: dict, ori
                     related=(("first defined here", positions._span(first.file, first.key_node)),)))
                 continue
             target[name] = entry
-            origins.update({p: o for p, o in file_origins.items() if p[:2] == (section, name)})
+            origins.update(by_name.get(name, ()))
         return
     if section in merged:
         first = origins[(section,)]

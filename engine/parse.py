@@ -10,14 +10,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
 from .errors import Diagnostic, Span
 
 MAX_EXPRESSION_CHARS = 20_000
 MAX_NESTING = 64
+# Levels of operators in one tree (`a and b and …` nests one level per `and`). Every later
+# stage (checker, engines, printer) recurses per level; this keeps them far from Python's
+# recursion limit.
+MAX_TREE_DEPTH = 100
 
 # grammar/ sits beside engine/ both in the checkout and in the installed package.
 GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar" / "memberrules.lark"
@@ -42,13 +46,35 @@ def text_locator(text: str, file: str = "<expr>") -> Locator:
 @functools.cache
 def _parser() -> Lark:
     grammar = GRAMMAR_PATH.read_text("utf-8")
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    # Every token stays in the tree (keep_all_tokens), so _ToAst.build takes a node's span from
+    # its first and last token; Lark's propagate_positions did the same at twice the parse time
+    # (bench/bench_validate.py). _ToAst drops the anonymous tokens ("(", "and", …) itself.
+    return Lark(grammar, parser="lalr", keep_all_tokens=True, maybe_placeholders=True)
+
+
+@functools.cache
+def _named_terminals() -> frozenset[str]:
+    """The terminals a tree keeps by Lark's rules: declared by name, not starting with '_'."""
+    grammar = GRAMMAR_PATH.read_text("utf-8")
+    names = re.findall(r"^([A-Z][A-Z0-9_]*)(?:\.\d+)?\s*:", grammar, flags=re.MULTILINE)
+    return frozenset(names)
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """Where a tree stands in the expression text, as Lark's meta would say."""
+
+    start_pos: int
+    end_pos: int
 
 
 @dataclass
 class ParseResult:
     expr: ast.Expr | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+_DROPPED = object()  # an anonymous token: "(", ",", "and", …
 
 
 class _SyntaxProblem(Exception):
@@ -84,13 +110,36 @@ def _span_of(locate: Locator, meta_or_token) -> Span:
     return locate(meta_or_token.start_pos, meta_or_token.end_pos)
 
 
-@v_args(meta=True)
-class _ToAst(Transformer):
-    """One-liners from grammar aliases to ast nodes; spans come from Lark's meta."""
+class _ToAst:
+    """One-liners from grammar aliases to ast nodes; spans come from the tokens under each node."""
 
     def __init__(self, locate: Locator):
-        super().__init__()
         self.locate = locate
+        self.named = _named_terminals()
+
+    def build(self, tree: Tree) -> tuple[object, int, int]:
+        """The node of a tree, children first, with the text offsets it covers."""
+        children: list = []
+        start = end = None
+        for child in tree.children:
+            if isinstance(child, Tree):
+                value, child_start, child_end = self.build(child)
+            elif isinstance(child, Token):
+                value, child_start, child_end = child, child.start_pos, child.end_pos
+                if child.type not in self.named:
+                    value = _DROPPED
+            else:  # None: an absent [optional] part
+                children.append(child)
+                continue
+            if start is None:
+                start = child_start
+            end = child_end
+            if value is not _DROPPED:
+                children.append(value)
+        method = getattr(self, tree.data, None)
+        if method is None:  # `( expr )`: the expression keeps its own span
+            return children[0], start, end
+        return method(_Meta(start, end), children), start, end
 
     def _span(self, meta) -> Span:
         return _span_of(self.locate, meta)
@@ -360,15 +409,24 @@ def parse_expr(text: str, locate: Locator | None = None) -> ParseResult:
     except UnexpectedInput as error:
         return ParseResult(None, [_syntax_diagnostic(text, error, locate)])
     try:
-        expr = _ToAst(locate).transform(tree) if isinstance(tree, Tree) else tree
-    except VisitError as error:
-        problem = error.orig_exc
-        if isinstance(problem, _SyntaxProblem):
-            return ParseResult(None, [Diagnostic("MR207", problem.message, locate(problem.start, problem.end),
-                                                 hint=problem.hint)])
-        if isinstance(problem, RecursionError):
-            return ParseResult(None, [Diagnostic("MR206", "the expression nests too deeply", locate(0, 1))])
-        raise
+        expr = _ToAst(locate).build(tree)[0] if isinstance(tree, Tree) else tree
+    except _SyntaxProblem as problem:
+        return ParseResult(None, [Diagnostic("MR207", problem.message, locate(problem.start, problem.end),
+                                             hint=problem.hint)])
     except RecursionError:
         return ParseResult(None, [Diagnostic("MR206", "the expression nests too deeply", locate(0, 1))])
+    depth = _tree_depth(expr)
+    if depth > MAX_TREE_DEPTH:
+        return ParseResult(None, [Diagnostic("MR206", f"the expression nests {depth} levels deep",
+                                             locate(0, 1), hint=f"the limit is {MAX_TREE_DEPTH}; "
+                                                                "split it into metrics")])
     return ParseResult(expr)
+
+
+def _tree_depth(expr: ast.Expr) -> int:
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.children(node))
+    return deepest

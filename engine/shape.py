@@ -95,19 +95,74 @@ def _message(error: dict, path: tuple) -> tuple[str, str | None]:
     return message, None
 
 
+def _accepted(annotation: object) -> set[type]:
+    """The Python types of the scalars an annotation accepts (StrictStr → {str}, Number → {int, Decimal})."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _accepted(typing.get_args(annotation)[0])
+    if origin in (typing.Union, pytypes.UnionType):
+        return set().union(*(_accepted(arg) for arg in typing.get_args(annotation)))
+    if origin is typing.Literal:
+        return {type(value) for value in typing.get_args(annotation)}
+    return {annotation} if isinstance(annotation, type) else set()
+
+
+def _container(annotation: object, kind: type) -> object | None:
+    """The `dict[...]` or `list[...]` inside an annotation such as `list[str] | str | None`."""
+    origin = typing.get_origin(annotation)
+    if origin is kind:
+        return annotation
+    if origin in (typing.Union, pytypes.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _container(arg, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def _as_written(value: object, annotation: object, path: tuple, loaded: LoadedRuleSet) -> object:
+    """YAML reads `points: 100`, `when: true` or a metric `bonus: 10` as a number or a bool;
+    where the model wants text (an expression), the text as written is what was meant."""
+    if isinstance(value, dict):
+        model = _as_model(annotation, prefer_model=True)
+        if model is not None:
+            fields = {f.alias or name: f.annotation for name, f in model.model_fields.items()}
+            return {k: _as_written(v, fields[k], path + (k,), loaded) if k in fields else v for k, v in value.items()}
+        mapping = _container(annotation, dict)
+        if mapping is None:
+            return value
+        inner = typing.get_args(mapping)[1]
+        return {k: _as_written(v, inner, path + (k,), loaded) for k, v in value.items()}
+    if isinstance(value, list):
+        sequence = _container(annotation, list)
+        if sequence is None:
+            return value
+        inner = typing.get_args(sequence)[0]
+        return [_as_written(v, inner, path + (i,), loaded) for i, v in enumerate(value)]
+    if value is not None and not isinstance(value, str):
+        accepted = _accepted(annotation)
+        if str in accepted and type(value) not in accepted:
+            origin = loaded.positions.origins.get(path)
+            return origin.node.value if origin is not None else str(value)
+    return value
+
+
 def validate_shape(loaded: LoadedRuleSet) -> tuple[RuleSet | None, list[Diagnostic]]:
     """Validate the merged document against the model; every error points into a file."""
+    data = _as_written(loaded.data, RuleSet, (), loaded)
     try:
-        return RuleSet.model_validate(loaded.data), []
+        return RuleSet.model_validate(data), []
     except pydantic.ValidationError as failure:
         diagnostics: list[Diagnostic] = []
         seen: set[tuple] = set()
+        missing: dict[tuple, Diagnostic] = {}
+        misspelt: set[tuple] = set()
         for error in failure.errors():
             if error["type"] == "missing" and error["loc"] == ("schema",):
                 diagnostics.append(Diagnostic("MR107", "the rule set has no 'schema' section",
                                               hint="declare the data the rules may read: schema: {member: …}"))
                 continue
-            path, in_branch = _data_path(tuple(error["loc"]), loaded.data)
+            path, in_branch = _data_path(tuple(error["loc"]), data)
             if not in_branch:
                 continue
             if path in seen:  # one message per place: the first branch of a union is enough
@@ -117,4 +172,10 @@ def validate_shape(loaded: LoadedRuleSet) -> tuple[RuleSet | None, list[Diagnost
             span = loaded.positions.key_span(path) if error["type"] == "extra_forbidden" else \
                 loaded.positions.span(path)
             diagnostics.append(Diagnostic("MR108", message, span, hint=hint))
-        return None, diagnostics
+            if error["type"] == "missing":
+                missing[path] = diagnostics[-1]
+            elif error["type"] == "extra_forbidden" and hint and hint.startswith("did you mean '"):
+                misspelt.add(path[:-1] + (hint.split("'")[1],))
+        # `levles:` for `levels:` is one mistake: the missing 'levels' follows from it.
+        explained = [missing[path] for path in misspelt if path in missing]
+        return None, [d for d in diagnostics if not any(d is e for e in explained)]

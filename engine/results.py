@@ -134,10 +134,33 @@ def _dynamic_json(value: object, tz: ZoneInfo) -> str:
 
 def jsonl_lines(rows: Iterable[dict], columns: list[Column], tz: ZoneInfo) -> Iterator[str]:
     """Each row as one JSON object, keys in column order, no spaces, UTF-8 unescaped."""
-    fields = [(column.name, _encode_string(column.name) + ":", json_encoder(column.type, tz))
-              for column in columns]
-    for row in rows:
-        yield "{" + ",".join(prefix + encode(row[name]) for name, prefix, encode in fields) + "}\n"
+    return map(_line_encoder(columns, tz), rows)
+
+
+# The most common kinds, written inline in the generated line function; `{}` is the value.
+_INLINE_JSON = {"string": "encode_string({})", "int": "str({})", "decimal": "decimal_text({})",
+                "bool": "('true' if {} else 'false')"}
+
+
+def _line_encoder(columns: list[Column], tz: ZoneInfo) -> Callable[[dict], str]:
+    """One generated function writing a whole row as a JSON line: a single f-string, with the
+    column names and encoders passed in as constants (never printed into the code)."""
+    namespace: dict[str, object] = {"__builtins__": {}, "str": str, "encode_string": _encode_string,
+                                    "decimal_text": decimal_text}
+    parts = []
+    for i, column in enumerate(columns):
+        namespace[f"K{i}"] = column.name
+        namespace[f"P{i}"] = ("{" if i == 0 else ",") + _encode_string(column.name) + ":"
+        inline = _INLINE_JSON.get(column.type.kind)
+        if inline is None:
+            namespace[f"E{i}"] = json_encoder(column.type, tz)
+            value = f"E{i}(row[K{i}])"
+        else:
+            value = f"('null' if (v := row[K{i}]) is None else {inline.format('v')})"
+        parts.append(f"{{P{i}}}{{{value}}}")
+    source = "def line(row):\n    return f\"" + "".join(parts) + "}}\\n\"\n"
+    exec(compile(source, "<memberrules jsonl>", "exec"), namespace)  # our generated code only
+    return namespace["line"]  # type: ignore[return-value]
 
 
 # -- CSV cells -------------------------------------------------------------------------------------
@@ -231,15 +254,39 @@ def _write_jsonl(rows, columns, temp: Path, tz: ZoneInfo) -> int:
     return count
 
 
+_INLINE_CSV = {"string": "{}", "int": "str({})", "decimal": "decimal_text({})", "bool": "('true' if {} else 'false')"}
+
+
+def _cells_encoder(columns: list[Column], tz: ZoneInfo) -> Callable[[dict], list]:
+    """One generated function turning a row into its CSV cells (see `_line_encoder`)."""
+    namespace: dict[str, object] = {"__builtins__": {}, "str": str, "decimal_text": decimal_text}
+    cells = []
+    for i, column in enumerate(columns):
+        namespace[f"K{i}"] = column.name
+        inline = _INLINE_CSV.get(column.type.kind)
+        if inline is None:
+            namespace[f"E{i}"] = csv_encoder(column.type, tz)
+            cells.append(f"E{i}(row[K{i}])")
+        else:
+            cells.append(f"('' if (v := row[K{i}]) is None else {inline.format('v')})")
+    source = "def cells(row):\n    return [" + ", ".join(cells) + "]\n"
+    exec(compile(source, "<memberrules csv>", "exec"), namespace)  # our generated code only
+    return namespace["cells"]  # type: ignore[return-value]
+
+
 def _write_csv(rows, columns, temp: Path, tz: ZoneInfo) -> int:
-    encoders = [(column.name, csv_encoder(column.type, tz)) for column in columns]
+    cells = _cells_encoder(columns, tz)
     count = 0
+
+    def counted(row: dict) -> list:
+        nonlocal count
+        count += 1
+        return cells(row)
+
     with open(temp, "w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([column.name for column in columns])
-        for row in rows:
-            writer.writerow([encode(row[name]) for name, encode in encoders])
-            count += 1
+        writer.writerows(map(counted, rows))
     return count
 
 

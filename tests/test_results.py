@@ -148,3 +148,17 @@ def test_result_columns_follow_the_documented_order():
     types = {c.name: c.type for c in columns}
     assert types["tier_gap"] == t.INT.with_null() and types["rfm"] == t.STRING
     assert types["tier_progress"] == t.DECIMAL.with_null()
+
+
+def test_any_text_survives_both_text_formats(tmp_path):
+    tricky = 'a,b "c"\nd\\e {f} \u2028 😀'
+    row = dict(NULLS, member_id="m3", tier=tricky, segments=[tricky])
+    (line,) = jsonl_lines([row], COLUMNS, TZ)
+    assert json.loads(line)["tier"] == tricky and json.loads(line)["segments"] == [tricky]
+    out = tmp_path / "r.csv"
+    write_rows([row], COLUMNS, out, "csv", TZ)
+    import csv
+
+    with open(out, encoding="utf-8", newline="") as handle:
+        (_, cells) = list(csv.reader(handle))
+    assert cells[1] == tricky and json.loads(cells[-1]) == [tricky]

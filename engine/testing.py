@@ -69,6 +69,8 @@ class Failure:
 
 @dataclass
 class TestResult:
+    __test__ = False  # not a pytest test class
+
     name: str
     file: str
     span: Span | None
@@ -107,6 +109,8 @@ class Coverage:
 
 @dataclass
 class TestReport:
+    __test__ = False  # not a pytest test class
+
     check: CheckResult
     files: list[str] = field(default_factory=list)
     results: list[TestResult] = field(default_factory=list)
@@ -220,6 +224,9 @@ def test_files(rules_dir: Path) -> list[Path]:
         return [rules_dir] if rules_dir.name.endswith(TEST_SUFFIXES) else []
     return sorted(p for p in rules_dir.rglob("*") if p.is_file() and p.name.endswith(TEST_SUFFIXES)
                   and not any(part.startswith(".") for part in p.relative_to(rules_dir).parts))
+
+
+test_files.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 def run_tests(rules_dir: Path, params: dict[str, str] | None = None) -> TestReport:

@@ -222,13 +222,13 @@ def test_reordered_class_cases_are_a_change_of_meaning(tmp_path: Path):
     init_rule_set(tmp_path / "old")
     init_rule_set(tmp_path / "new")
     edit(tmp_path / "new" / "rules.yaml", """    - name: active
-      when: recency_days ?? 9999 <= active_days
+      when: (recency_days ?? 9999) <= active_days
     - name: silent
-      when: recency_days ?? 9999 <= silent_days
+      when: (recency_days ?? 9999) <= silent_days
 """, """    - name: silent
-      when: recency_days ?? 9999 <= silent_days
+      when: (recency_days ?? 9999) <= silent_days
     - name: active
-      when: recency_days ?? 9999 <= active_days
+      when: (recency_days ?? 9999) <= active_days
 """)
     old = check_rule_set(tmp_path / "old").rule_set
     new = check_rule_set(tmp_path / "new").rule_set

@@ -10,6 +10,8 @@ mutations of the SPEC example, and well-typed-ish expressions placed in it.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -81,6 +83,7 @@ class RuleDir:
 
     def __init__(self):
         self.path = Path(tempfile.mkdtemp(prefix="memberrules-fuzz-"))
+        atexit.register(shutil.rmtree, self.path, ignore_errors=True)
 
     def check(self, content: str | bytes, name: str = "rules.yaml", extra: dict[str, str] | None = None) -> CheckResult:
         for old in self.path.iterdir():

@@ -85,7 +85,9 @@ def render_text(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
     else:
         lines = [f"{span}: {head}"]
         text = sources.get(span.file)
-        source_lines = text.splitlines() if text is not None else []
+        # Lines end at "\n" only, as spans count them: str.splitlines() also breaks at \x0c,
+        # \x1c-\x1e, \x85 and \u2028, which would show the wrong line under the message.
+        source_lines = [line.removesuffix("\r") for line in text.split("\n")] if text is not None else []
         if 0 < span.line <= len(source_lines):
             source_line = source_lines[span.line - 1].replace("\t", " ")
             gutter = " " * len(str(span.line))

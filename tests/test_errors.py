@@ -129,3 +129,10 @@ def test_diagnostic_error_keeps_every_diagnostic():
 def test_point_span_is_at_least_one_character_wide():
     assert Span.point("f", 2, 3, width=0) == Span("f", 2, 3, 2, 4)
     assert str(Span.point("f", 2, 3)) == "f:2:3"
+
+
+def test_only_newlines_end_source_lines():
+    # A form feed or U+2028 in an earlier line (a comment, a string) must not shift the line shown.
+    text = "# a\u2028b\x0cc\r\nsegments: x\r\n"
+    rendered = render_text(Diagnostic("MR301", "m", Span("f", 2, 1, 2, 9)), {"f": text})
+    assert rendered.splitlines()[2] == "2 | segments: x"

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -31,7 +32,7 @@ from . import types as t
 from .check import CheckedRuleSet, check_rule_set
 from .eval import Evaluation, EvaluationStats
 from .model import TableSchema
-from .snapshot import MEMBER_TABLE, Snapshot, SnapshotStats, find_table_files, read_snapshot
+from .snapshot import MEMBER_TABLE, Snapshot, SnapshotStats, find_table_files, paused_gc, read_snapshot
 from .sql import CompiledSql, compile_sql, sql_type
 from .sql_dialects import rules_for
 
@@ -94,48 +95,95 @@ def evaluate_duckdb(rules: CheckedRuleSet, data_dir: Path, as_of: datetime, on_b
     Raises:
         DiagnosticError: the snapshot could not be read (MR501–MR505, from the Python reader).
     """
-    tz = ZoneInfo(rules.timezone)
-    as_of = as_of.replace(tzinfo=tz) if as_of.tzinfo is None else as_of.astimezone(tz)
-    own = connection is None
-    con = connection or connect()
-    seconds: dict[str, float] = {}
-    try:
-        con.execute(f"SET TimeZone = '{_zone_name(rules.timezone)}'").fetchall()
-        began = time.perf_counter()
-        views = _Views(con, rules, as_of)
-        read_by = "duckdb"
-        rejects: list = []
+    stream = DuckDBStream(rules, data_dir, as_of, on_bad_row, connection, force_python_reader)
+    rows: list[dict] = []
+    began = time.perf_counter()
+    for batch in stream:
+        rows += batch
+    stream.seconds["evaluate"] = time.perf_counter() - began
+    return DuckDBRun(rows, stream.stats, stream.rejects, stream.read_by, stream.seconds)
+
+
+class DuckDBStream:
+    """The snapshot read (on construction), then the result rows a batch at a time (on iteration).
+
+    Iterate once; the connection (when this stream opened it) closes after the last batch.
+    """
+
+    def __init__(self, rules: CheckedRuleSet, data_dir: Path, as_of: datetime, on_bad_row: str = "fail",
+                 connection=None, force_python_reader: bool = False):
+        self.rules = rules
+        self.tz = ZoneInfo(rules.timezone)
+        self.as_of = as_of.replace(tzinfo=self.tz) if as_of.tzinfo is None else as_of.astimezone(self.tz)
+        self.own = connection is None
+        self.con = connection or connect()
+        self.seconds: dict[str, float] = {}
+        self.read_by = "duckdb"
+        self.rejects: list = []
+        self.views = _Views(self.con, rules, self.as_of)
         try:
-            if force_python_reader:
-                raise FallBack("asked for")
-            stats = views.from_files(Path(data_dir))
-        except FallBack:
-            snapshot = read_snapshot(Path(data_dir), rules.model.schema_, rules.timezone, as_of, on_bad_row)
-            stats, rejects = snapshot.stats, snapshot.rejects
-            views.from_snapshot(snapshot)
-            read_by = "python"
-        seconds["read"] = time.perf_counter() - began
-        began = time.perf_counter()
-        rows = run_compiled(con, compile_sql(rules, "duckdb", as_of=as_of, tables=views.names), tz)
-        seconds["evaluate"] = time.perf_counter() - began
-        return DuckDBRun(rows, stats, rejects, read_by, seconds)
-    finally:
-        if own:
-            con.close()
+            self.con.execute(f"SET TimeZone = '{_zone_name(rules.timezone)}'").fetchall()
+            began = time.perf_counter()
+            try:
+                if force_python_reader:
+                    raise FallBack("asked for")
+                self.stats = self.views.from_files(Path(data_dir))
+            except FallBack:
+                snapshot = read_snapshot(Path(data_dir), rules.model.schema_, rules.timezone, self.as_of, on_bad_row)
+                self.stats, self.rejects = snapshot.stats, snapshot.rejects
+                self.views.from_snapshot(snapshot)
+                self.read_by = "python"
+            self.seconds["read"] = time.perf_counter() - began
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self):
+        try:
+            compiled = compile_sql(self.rules, "duckdb", as_of=self.as_of, tables=self.views.names)
+            yield from iter_compiled(self.con, compiled, self.tz)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.own:
+            self.con.close()
         else:
-            views.drop() if "views" in locals() else None
+            self.views.drop()
 
 
 def run_compiled(con, compiled: CompiledSql, tz: ZoneInfo) -> list[dict]:
     """Run the query and return its rows as the Python engine's values (Decimal, timedelta, …)."""
-    table = con.sql(compiled.query_sql()).to_arrow_table()
-    columns = []
-    for name, type_ in compiled.columns:
-        values = table.column(name).to_pylist()
-        convert = _converter(type_, tz)
-        columns.append(values if convert is None else [None if v is None else convert(v) for v in values])
+    rows: list[dict] = []
+    for batch in iter_compiled(con, compiled, tz):
+        rows += batch
+    return rows
+
+
+def iter_compiled(con, compiled: CompiledSql, tz: ZoneInfo, batch_rows: int = 100_000):
+    """The result rows a batch at a time, so a writer can stream them with bounded memory."""
+    reader = con.sql(compiled.query_sql()).to_arrow_reader(batch_rows)
     names = [name for name, _ in compiled.columns]
-    return [dict(zip(names, cells)) for cells in zip(*columns)] if columns else []
+    converters = [_converter(type_, tz) for _, type_ in compiled.columns]
+    for batch in reader:
+        with paused_gc():
+            columns = []
+            for (name, type_), convert in zip(compiled.columns, converters):
+                array = batch.column(name)
+                values = _decimals(array) if type_.kind == "decimal" else array.to_pylist()
+                columns.append(values if convert is None else [None if v is None else convert(v) for v in values])
+            yield [dict(zip(names, cells)) for cells in zip(*columns)] if columns else []
+
+
+def _decimals(array) -> list:
+    """decimal128(38, 18) → Decimal, through Arrow's text with the trailing zeros cut: several
+    times faster than Arrow's own conversion, and the same values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.replace_substring_regex(array.cast(pa.string()), r"\.?0+$", "")
+    text = pc.if_else(pc.equal(text, ""), "0", text)  # "0.000…" lost every digit
+    return [None if v is None else Decimal(v) for v in text.to_pylist()]
 
 
 def _converter(type_: t.Type, tz: ZoneInfo) -> Callable | None:
@@ -186,6 +234,8 @@ class _Views:
         self.names = {name: f"_mr_{name}" for name in self.tables}
         self.registered: list[str] = []
         self.r = rules_for("duckdb")
+        self.complete: dict[str, set[str]] = {}  # Parquet columns whose statistics show no null
+        self.has_bad: dict[str, bool] = {}  # CSV views carry a `_mr_bad` column
 
     def drop(self) -> None:
         for name in self.names.values():
@@ -211,8 +261,10 @@ class _Views:
     def parquet_select(self, table: str, path: Path) -> str:
         import pyarrow.parquet as pq
 
-        schema = pq.read_schema(path)
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
         key, time_column, columns = self.tables[table]
+        self.complete[table] = _columns_without_nulls(parquet)
         if set(schema.names) != set(columns) or len(schema.names) != len(columns):
             raise FallBack("columns differ")
         cells = []
@@ -229,9 +281,11 @@ class _Views:
         typed = sql_type(type_, self.r)
         if kind == "int" and pa.types.is_integer(arrow_type) and not pa.types.is_uint64(arrow_type):
             return exp.Cast(this=column, to=typed)
-        if kind == "decimal" and (pa.types.is_integer(arrow_type) or
-                                  (pa.types.is_decimal(arrow_type) and arrow_type.scale <= 18 and
-                                   arrow_type.precision - arrow_type.scale <= 20)):
+        if kind == "decimal" and pa.types.is_decimal(arrow_type) and arrow_type.scale <= 18 and \
+                arrow_type.precision - arrow_type.scale <= 20:
+            # Kept narrow (sums of decimal(12, 2) run on 64-bit integers); the SQL casts results.
+            return column
+        if kind == "decimal" and pa.types.is_integer(arrow_type):
             return exp.Cast(this=column, to=typed)
         if kind == "float" and pa.types.is_floating(arrow_type):
             return exp.Cast(this=column, to=typed)
@@ -282,6 +336,7 @@ class _Views:
             checks.append(ok)
         # A row the fast path cannot read like the Python reader marks the whole view as unusable.
         bad = exp.alias_(exp.Not(this=exp.Paren(this=exp.and_(*checks))), "_mr_bad", quoted=True)
+        self.has_bad[table] = True
         return exp.select(*cells, bad).from_(source).sql("duckdb")
 
     def csv_cell(self, column: exp.Expression, type_: t.Type) -> tuple[exp.Expression, exp.Expression]:
@@ -345,43 +400,64 @@ class _Views:
         return exp.Cast(this=value, to=typed), ok
 
     def validate(self) -> SnapshotStats:
-        """Counts rows, and falls back on anything the Python reader would reject or drop as bad."""
-        con = self.con
+        """Counts rows, and falls back on anything the Python reader would reject or drop as bad.
+
+        One scan per table: the checks, and for event tables the rows of unknown members and
+        after `as_of`, are counted together."""
         rows_read, unknown, after = {}, {}, {}
-        member_key, _, member_columns = self.tables[MEMBER_TABLE]
-        members = self.names[MEMBER_TABLE]
         try:
             for table, (key, time_column, columns) in self.tables.items():
-                view = f'"{self.names[table]}"'
-                has_bad = "_mr_bad" in [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
-                checks = [f'count(*) FILTER (WHERE "{name}" IS NULL)' for name, type_ in columns.items()
-                          if not type_.nullable and type_.kind != "string"]
-                checks += [f'count(*) FILTER (WHERE list_contains("{name}", NULL))' for name, type_ in columns.items()
-                           if type_.kind == "list"]
-                if time_column is not None:
-                    checks.append(f'count(*) FILTER (WHERE "{time_column}" IS NULL)')
-                checks.append(f'count(*) FILTER (WHERE "{key}" IS NULL)')
-                if has_bad:
-                    checks.append('count(*) FILTER (WHERE "_mr_bad")')
-                if table == MEMBER_TABLE:
-                    checks.append(f'count(*) - count(DISTINCT "{key}")')
-                counts = con.execute(f"SELECT count(*), {', '.join(checks)} FROM {view}").fetchall()[0]
-                if any(counts[1:]):
+                counts = self.con.execute(self.check_query(table, key, time_column, columns),
+                                          [self.as_of.isoformat()] if table != MEMBER_TABLE else []).fetchall()[0]
+                checks = counts[3:] if table != MEMBER_TABLE else counts[1:]
+                if any(checks):
                     raise FallBack(f"{table}: a row the Python reader reports")
                 rows_read[table] = counts[0]
                 if table != MEMBER_TABLE:
-                    limit = "CAST(? AS TIMESTAMPTZ)" if columns[time_column].kind != "date" else \
-                        "CAST(CAST(? AS TIMESTAMPTZ) AS DATE)"
-                    unknown[table], after[table] = con.execute(
-                        f'SELECT count(*) FILTER (WHERE m."{member_key}" IS NULL), '
-                        f'count(*) FILTER (WHERE m."{member_key}" IS NOT NULL AND e."{time_column}" > {limit}) '
-                        f'FROM {view} AS e LEFT JOIN "{members}" AS m ON e."{key}" = m."{member_key}"',
-                        [self.as_of.isoformat()]).fetchall()[0]
+                    unknown[table], after[table] = counts[1], counts[2]
         except FallBack:
             raise
         except Exception as error:  # duckdb.Error: a file DuckDB cannot parse is the Python reader's to report
             raise FallBack(str(error)) from None
         return SnapshotStats(rows_read, 0, unknown, after)
+
+    def check_query(self, table: str, key: str, time_column: str | None, columns: dict[str, t.Type]) -> str:
+        def count_where(condition: exp.Expression | None) -> exp.Expression:
+            star = exp.Count(this=exp.Star())
+            return star if condition is None else exp.Filter(this=star, expression=exp.Where(this=condition))
+
+        def column(name: str, alias: str = "e") -> exp.Expression:
+            return exp.column(name, table=alias, quoted=True)
+
+        def is_null(node: exp.Expression) -> exp.Expression:
+            return exp.Is(this=node, expression=exp.Null())
+
+        known_complete = self.complete.get(table, set())
+        checks = [count_where(is_null(column(name))) for name, type_ in columns.items()
+                  if (not type_.nullable and name not in known_complete)
+                  or name in (key, time_column)]
+        checks += [count_where(exp.Anonymous(this="list_contains", expressions=[column(name), exp.Null()]))
+                   for name, type_ in columns.items() if type_.kind == "list"]
+        if self.has_bad.get(table):
+            checks.append(count_where(column("_mr_bad")))
+        view = exp.alias_(exp.Table(this=exp.to_identifier(self.names[table], quoted=True)), "e", table=True)
+        if table == MEMBER_TABLE:
+            duplicates = exp.Sub(this=exp.Count(this=exp.Star()),
+                                 expression=exp.Count(this=exp.Distinct(expressions=[column(key)])))
+            return exp.select(count_where(None), *checks, duplicates).from_(view).sql("duckdb")
+        member_key = self.tables[MEMBER_TABLE][0]
+        members = exp.select(exp.alias_(exp.column(member_key, quoted=True), "_mr_key", quoted=True)).from_(
+            exp.Table(this=exp.to_identifier(self.names[MEMBER_TABLE], quoted=True)))
+        limit: exp.Expression = exp.Cast(this=exp.Placeholder(), to=exp.DataType.build("TIMESTAMPTZ"))
+        if columns[time_column].kind == "date":
+            limit = exp.Cast(this=limit, to=exp.DataType.build("DATE"))
+        found = exp.Not(this=is_null(column("_mr_key", "m")))
+        select = exp.select(count_where(None), count_where(is_null(column("_mr_key", "m"))),
+                            count_where(exp.and_(found, exp.GT(this=column(time_column), expression=limit))), *checks)
+        select = select.from_(view).join(exp.alias_(exp.Subquery(this=members), "m", table=True),
+                                         on=exp.EQ(this=column(key), expression=column("_mr_key", "m")),
+                                         join_type="LEFT")
+        return select.sql("duckdb")
 
     def from_snapshot(self, snapshot: Snapshot) -> None:
         """Hand the Python reader's typed rows to DuckDB through Arrow."""
@@ -413,6 +489,22 @@ class _Views:
                              ).fetchall()
 
 
+def _columns_without_nulls(parquet) -> set[str]:
+    """Top-level columns whose statistics, in every row group, count no null."""
+    metadata = parquet.metadata
+    names = parquet.schema_arrow.names
+    complete = set(names)
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            name = chunk.path_in_schema.split(".")[0]
+            stats = chunk.statistics
+            if stats is None or not stats.has_null_count or stats.null_count:
+                complete.discard(name)
+    return complete & set(names)
+
+
 def _micros(value: timedelta) -> int:
     return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
 
@@ -425,7 +517,7 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
 
     Campaigns are not evaluated (their runtime is the Python engine's); the report's engine
     says so when the rule set has any."""
-    from .evaluate import EvaluateOutcome, EvaluateReport, InputError, parse_as_of, summarize
+    from .evaluate import EvaluateOutcome, EvaluateReport, InputError, parse_as_of
     from .results import rejects_path, result_columns, write_rejects, write_rows
 
     timings: dict[str, float] = {}
@@ -441,30 +533,71 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
             raise InputError(f"--as-of: {error}") from None
     columns = result_columns(rules)
     timings["compile"] = time.perf_counter() - began
-    run = evaluate_duckdb(rules, data_dir, as_of, on_bad_row)
-    timings.update(run.seconds)
+    stream = DuckDBStream(rules, data_dir, as_of, on_bad_row)
+    timings.update(stream.seconds)
     tz = ZoneInfo(rules.timezone)
+    counts = _Counts(rules)
     began = time.perf_counter()
+    rows = (row for batch in stream for row in counts.add(batch))
     rejects_file, written = None, 0
-    if not dry_run:
-        written = write_rows(run.rows, columns, out, fmt, tz)
+    if dry_run:
+        for _ in rows:
+            pass
+    else:
+        written = write_rows(rows, columns, out, fmt, tz)
         if on_bad_row == "skip":
             rejects_file = rejects_path(out)
-            write_rejects(run.rejects, rejects_file)
-    timings["write"] = time.perf_counter() - began
+            write_rejects(stream.rejects, rejects_file)
+    # Evaluation and writing run interleaved, a batch at a time; both are counted as evaluate.
+    timings["evaluate"] = time.perf_counter() - began
     as_of = as_of.replace(tzinfo=tz) if as_of.tzinfo is None else as_of.astimezone(tz)
-    evaluation = Evaluation(run.rows, {}, {}, EvaluationStats(len(run.rows), timings.get("evaluate", 0.0), [], 0.0,
-                                                              engine=ENGINE),
+    evaluation = Evaluation([], {}, {}, EvaluationStats(counts.members, timings["evaluate"], [], 0.0, engine=ENGINE),
                             as_of, {name: p.value for name, p in rules.params.items()}, [], [], [],
                             rules.member.key)
-    engine = ENGINE + (f" (read by the {run.read_by} reader)" if run.read_by != "duckdb" else "")
+    engine = ENGINE + (f" (read by the {stream.read_by} reader)" if stream.read_by != "duckdb" else "")
     if rules.campaigns:
         engine += "; campaigns not evaluated, use --engine python"
-    report = EvaluateReport(out, fmt, as_of, written, run.stats, len(run.rows), rejects_file,
-                            summarize(evaluation, rules), evaluation, engine=engine, seconds=timings,
-                            rejected_by_table=dict(Counter(reject.table for reject in run.rejects)),
+    report = EvaluateReport(out, fmt, as_of, written, stream.stats, counts.members, rejects_file,
+                            counts.summary(), evaluation, engine=engine, seconds=timings,
+                            rejected_by_table=dict(Counter(reject.table for reject in stream.rejects)),
                             dry_run=dry_run)
     return EvaluateOutcome(check, report)
+
+
+class _Counts:
+    """The summary's counts (evaluate.summarize), gathered while rows stream past."""
+
+    def __init__(self, rules: CheckedRuleSet):
+        self.rules = rules
+        self.members = 0
+        self.tiers: Counter = Counter()
+        self.classes: dict[str, Counter] = {name: Counter() for name in rules.classes}
+        self.segments: Counter = Counter()
+
+    def add(self, batch: list[dict]) -> list[dict]:
+        self.members += len(batch)
+        if self.rules.tiers is not None:
+            self.tiers.update(row["tier"] for row in batch)
+        for name, counter in self.classes.items():
+            counter.update(row[name] for row in batch)
+        self.segments.update(segment for row in batch for segment in row["segments"])
+        return batch
+
+    def summary(self):
+        from .evaluate import Summary
+
+        rules, summary = self.rules, Summary()
+        if rules.tiers is not None:
+            summary.sections.append(("tier", [(name, self.tiers.get(name, 0)) for name in rules.tiers.names()]))
+        for name, class_list in rules.classes.items():
+            counts = self.classes[name]
+            entries = [(case.name, counts.get(case.name, 0)) for case in class_list.cases]
+            if not class_list.has_else and counts.get(None):
+                entries.append(("(none)", counts[None]))
+            summary.sections.append((name, entries))
+        if rules.segments:
+            summary.sections.append(("segments", [(name, self.segments.get(name, 0)) for name in rules.segments]))
+        return summary
 
 
 # Below this many members the Python engine finishes first: DuckDB's start-up and the

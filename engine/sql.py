@@ -355,10 +355,16 @@ class _Compiler:
             if field_type.kind == "float":
                 return exp.Div(this=total, expression=exp.Nullif(this=count, expression=num(0)))
             return self.divide(total, field_type.kind, count, "int")
-        if func in ("min", "max"):
-            return filtered((exp.Min if func == "min" else exp.Max)(this=value))
-        pick = self.r.arg_min if func == "first" else self.r.arg_max
-        return filtered(pick(value, [time.copy(), value.copy()]))
+        keep = sql_type(field_type, self.r) if field_type.kind in ("decimal", "int", "float") else None
+        if func in ("min", "max") or node.field == self.rules.tables[node.table].time:
+            # The first or last time is the smallest or largest one: no tie to break.
+            smallest = func in ("min", "first")
+            result = filtered((exp.Min if smallest else exp.Max)(this=value))
+        else:
+            pick = self.r.arg_min if func == "first" else self.r.arg_max
+            result = filtered(pick(value, [time.copy(), value.copy()]))
+        # Snapshot columns may be narrower than DECIMAL(38, 18) (e.g. Parquet's decimal(12, 2)).
+        return cast(result, keep) if keep is not None else result
 
     def sum_sql(self, filtered, value: exp.Expression, field_type: t.Type) -> exp.Expression:
         if field_type.kind == "float":

@@ -9,6 +9,7 @@ JSONL lines of both engines.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import tempfile
@@ -383,3 +384,105 @@ def test_any_string_literal_keeps_its_meaning_in_sql(value):
     members = [{"i": None, "j": 0, "d": None, "s": value or None, "b": None, "ts": None, "dt": None, "tags": [],
                 "cur": None, "held": None, "events": []}]
     assert_engines_equal(text, members, AS_OFS[0], "UTC")
+
+
+# -- the DuckDB runner: reading like the Python reader -----------------------------------------------
+
+def _demo(tmp_path, fmt: str, members: int = 300):
+    from memberrules.engine.demo import DEFAULT_AS_OF, write_demo_snapshot
+
+    rules = check_rule_set(Path(__file__).parent.parent / "rules").rule_set
+    data = tmp_path / fmt
+    write_demo_snapshot(data, members=members, fmt=fmt)
+    return rules, data, DEFAULT_AS_OF
+
+
+def test_duckdb_counts_rows_like_the_python_reader(tmp_path):
+    rules, data, as_of = _demo(tmp_path, "csv")
+    with open(data / "orders.csv", "a", encoding="utf-8") as handle:
+        handle.write("NOBODY,O999999999,2026-10-01T10:00:00+08:00,10.00,home\n")
+    expected = read_snapshot(data, rules.model.schema_, rules.timezone, as_of).stats
+    run = evaluate_duckdb(rules, data, as_of, connection=duckdb_connection())
+    assert run.read_by == "duckdb"
+    assert run.stats == expected
+    assert expected.events_unknown_member["orders"] == 1 and expected.events_after_as_of["orders"] > 0
+
+
+def test_bad_row_gives_the_python_readers_file_row_and_column(tmp_path):
+    from memberrules.engine.errors import DiagnosticError
+
+    rules, data, as_of = _demo(tmp_path, "csv", members=50)
+    lines = (data / "member.csv").read_text(encoding="utf-8").splitlines()
+    cells = lines[3].split(",")
+    cells[4] = "12x"  # growth_value
+    lines[3] = ",".join(cells)
+    (data / "member.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DiagnosticError) as python_error:
+        read_snapshot(data, rules.model.schema_, rules.timezone, as_of)
+    with pytest.raises(DiagnosticError) as duckdb_error:
+        evaluate_duckdb(rules, data, as_of, connection=duckdb_connection())
+    assert [str(d) for d in duckdb_error.value.diagnostics] == [str(d) for d in python_error.value.diagnostics]
+    span = duckdb_error.value.diagnostics[0].span
+    assert (span.file.endswith("member.csv"), span.line) == (True, 4)
+
+
+def test_skipped_bad_rows_give_the_same_rows_and_rejects(tmp_path):
+    rules, data, as_of = _demo(tmp_path, "csv", members=80)
+    with open(data / "events.csv", "a", encoding="utf-8") as handle:
+        handle.write("M000001,not a time,login\n")
+    snapshot = read_snapshot(data, rules.model.schema_, rules.timezone, as_of, on_bad_row="skip")
+    expected = compile_rule_set(rules).evaluate(snapshot, as_of).rows
+    run = evaluate_duckdb(rules, data, as_of, on_bad_row="skip", connection=duckdb_connection())
+    assert run.read_by == "python"
+    assert run.rows == expected
+    assert [(r.table, r.row, r.column) for r in run.rejects] == [(r.table, r.row, r.column) for r in snapshot.rejects]
+
+
+def test_jsonl_snapshot_gives_the_same_rows(tmp_path):
+    rules, data, as_of = _demo(tmp_path, "csv", members=60)
+    for table in ("member", "orders", "events", "benefits"):
+        with open(data / f"{table}.csv", encoding="utf-8", newline="") as handle:
+            records = list(csv.DictReader(handle))
+        with open(data / f"{table}.jsonl", "w", encoding="utf-8") as out:
+            for record in records:
+                if "tags" in record:
+                    record["tags"] = json.loads(record["tags"])
+                out.write(json.dumps({k: (v if v != "" else None) for k, v in record.items()}) + "\n")
+        (data / f"{table}.csv").unlink()
+    snapshot = read_snapshot(data, rules.model.schema_, rules.timezone, as_of)
+    expected = compile_rule_set(rules).evaluate(snapshot, as_of).rows
+    run = evaluate_duckdb(rules, data, as_of, connection=duckdb_connection())
+    assert run.rows == expected and len(expected) == 60
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_cli_duckdb_engine_writes_the_same_bytes(tmp_path, fmt):
+    from click.testing import CliRunner
+
+    from memberrules.cli import main
+
+    rules, data, as_of = _demo(tmp_path, "parquet", members=200)
+    outputs = {}
+    for engine in ("python", "duckdb"):
+        out = tmp_path / engine / f"results.{fmt}"
+        result = CliRunner().invoke(main, ["evaluate", str(Path(__file__).parent.parent / "rules"), "--data",
+                                           str(data), "--as-of", as_of.isoformat(), "--out", str(out),
+                                           "--engine", engine])
+        assert result.exit_code == 0, result.output
+        outputs[engine] = out.read_bytes()
+        if engine == "duckdb":
+            assert "engine duckdb" in result.output
+    assert outputs["python"] == outputs["duckdb"]
+
+
+def test_auto_engine_takes_duckdb_only_for_large_snapshots_without_campaigns(tmp_path):
+    from memberrules.engine.duckdb_engine import AUTO_MIN_MEMBERS, choose_engine
+
+    rules, data, _ = _demo(tmp_path, "csv", members=30)
+    assert choose_engine("auto", rules, data, None) == "python"
+    lines = (data / "member.csv").read_text(encoding="utf-8").splitlines()
+    (data / "member.csv").write_text("\n".join(lines + lines[1:2] * AUTO_MIN_MEMBERS) + "\n", encoding="utf-8")
+    assert choose_engine("auto", rules, data, None) == "python"  # the default pack has campaigns
+    without = dataclasses.replace(rules, campaigns={})
+    assert choose_engine("auto", without, data, None) == "duckdb"
+    assert choose_engine("duckdb", rules, data, None) == "duckdb"

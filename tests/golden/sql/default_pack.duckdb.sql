@@ -3,7 +3,7 @@ SET TimeZone = 'Asia/Shanghai';
 WITH orders_per_member AS (
   SELECT
     "e"."member_id" AS "_mr_key",
-    ARG_MAX("e"."placed_at", ("e"."placed_at", "e"."placed_at")) FILTER(WHERE
+    MAX("e"."placed_at") FILTER(WHERE
       NOT (
         "e"."placed_at" IS NULL
       )) AS "_mr_orders_last_1",
@@ -15,7 +15,7 @@ WITH orders_per_member AS (
       "e"."placed_at" > (
         CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ) + TO_MICROSECONDS(-CAST(2592000000000 AS BIGINT))
       )) AS DECIMAL(38, 18)) AS "_mr_orders_sum_3",
-    ARG_MAX("e"."placed_at", ("e"."placed_at", "e"."placed_at")) FILTER(WHERE
+    MAX("e"."placed_at") FILTER(WHERE
       (
         "e"."placed_at" > (
           CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ) + TO_MICROSECONDS(-CAST(2592000000000 AS BIGINT))

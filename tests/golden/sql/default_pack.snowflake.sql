@@ -3,12 +3,9 @@ ALTER SESSION SET TIMEZONE = 'Asia/Shanghai';
 WITH orders_per_member AS (
   SELECT
     "e"."member_id" AS "_mr_key",
-    MAX_BY(
-      IFF(NOT (
-        "e"."placed_at" IS NULL
-      ), "e"."placed_at", NULL),
-      ("e"."placed_at", "e"."placed_at")
-    ) AS "_mr_orders_last_1",
+    MAX(IFF(NOT (
+      "e"."placed_at" IS NULL
+    ), "e"."placed_at", NULL)) AS "_mr_orders_last_1",
     CAST(COUNT_IF(
       "e"."placed_at" > TIMESTAMPADD(
         MICROSECOND,
@@ -27,7 +24,7 @@ WITH orders_per_member AS (
         NULL
       )
     ) AS DECIMAL(38, 18)) AS "_mr_orders_sum_3",
-    MAX_BY(
+    MAX(
       IFF(
         (
           "e"."placed_at" > TIMESTAMPADD(
@@ -43,8 +40,7 @@ WITH orders_per_member AS (
         ),
         "e"."placed_at",
         NULL
-      ),
-      ("e"."placed_at", "e"."placed_at")
+      )
     ) AS "_mr_orders_last_4",
     CAST(COUNT(*) AS BIGINT) AS "_mr_orders_count_5",
     CAST(SUM(

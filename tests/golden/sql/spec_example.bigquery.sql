@@ -3,12 +3,9 @@ SET @@time_zone = 'Asia/Shanghai';
 WITH orders_per_member AS (
   SELECT
     `e`.`member_id` AS `_mr_key`,
-    MAX_BY(
-      IF(NOT (
-        `e`.`placed_at` IS NULL
-      ), `e`.`placed_at`, NULL),
-      (`e`.`placed_at`, `e`.`placed_at`)
-    ) AS `_mr_orders_last_1`,
+    MAX(IF(NOT (
+      `e`.`placed_at` IS NULL
+    ), `e`.`placed_at`, NULL)) AS `_mr_orders_last_1`,
     CAST(COUNTIF(
       `e`.`placed_at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(2592000000000 AS INT64) MICROSECOND)
     ) AS INT64) AS `_mr_orders_count_2`,

@@ -3,7 +3,7 @@ SET TIME ZONE 'Asia/Shanghai';
 WITH orders_per_member AS (
   SELECT
     "e"."member_id" AS "_mr_key",
-    ARG_MAX("e"."placed_at", ("e"."placed_at", "e"."placed_at")) FILTER(WHERE
+    MAX("e"."placed_at") FILTER(WHERE
       NOT (
         "e"."placed_at" IS NULL
       )) AS "_mr_orders_last_1",

@@ -3,12 +3,9 @@ ALTER SESSION SET TIMEZONE = 'Asia/Shanghai';
 WITH orders_per_member AS (
   SELECT
     "e"."member_id" AS "_mr_key",
-    MAX_BY(
-      IFF(NOT (
-        "e"."placed_at" IS NULL
-      ), "e"."placed_at", NULL),
-      ("e"."placed_at", "e"."placed_at")
-    ) AS "_mr_orders_last_1",
+    MAX(IFF(NOT (
+      "e"."placed_at" IS NULL
+    ), "e"."placed_at", NULL)) AS "_mr_orders_last_1",
     CAST(COUNT_IF(
       "e"."placed_at" > TIMESTAMPADD(
         MICROSECOND,

@@ -86,6 +86,7 @@ class RuleDir:
         atexit.register(shutil.rmtree, self.path, ignore_errors=True)
 
     def check(self, content: str | bytes, name: str = "rules.yaml", extra: dict[str, str] | None = None) -> CheckResult:
+        self.path.mkdir(parents=True, exist_ok=True)  # another process may have cleaned /tmp
         for old in self.path.iterdir():
             old.unlink()
         target = self.path / name

@@ -168,3 +168,28 @@ def test_spark_sql_gives_the_python_engines_rows(tmp_path):
     columns = result_columns(rules)
     assert pyspark is not None
     assert list(jsonl_lines(rows, columns, tz)) == list(jsonl_lines(expected, columns, tz))
+
+
+def test_compile_command_prints_the_script_for_a_dialect(tmp_path):
+    from click.testing import CliRunner
+
+    from memberrules.cli import main
+
+    result = CliRunner().invoke(main, ["compile", str(CASES["default_pack"]), "--dialect", "trino", "--as-of",
+                                       "2026-11-01", "--table", "member=crm.members"])
+    assert result.exit_code == 0, result.output
+    expected = compile_sql(checked("default_pack"), "trino", as_of=AS_OF, tables={"member": "crm.members"}).sql()
+    assert result.stdout == expected
+    assert "campaign(s) are not compiled" in result.stderr
+
+
+def test_compile_command_fails_on_rule_errors_and_unknown_tables(tmp_path):
+    from click.testing import CliRunner
+
+    from memberrules.cli import main
+
+    (tmp_path / "rules.yaml").write_text("version: 1\nschema:\n  member:\n    key: id\n    fields: {id: string}\n"
+                                         "metrics:\n  x: frequncy + 1\n", encoding="utf-8")
+    assert CliRunner().invoke(main, ["compile", str(tmp_path)]).exit_code == 1
+    result = CliRunner().invoke(main, ["compile", str(CASES["spec_example"]), "--table", "ordres=x"])
+    assert result.exit_code == 2 and "ordres" in result.output

@@ -705,18 +705,10 @@ class _Compiler:
         big = self.r.int_type
         if kind == "int":
             return exp.Mul(this=cast(paren(value), big), expression=cast(num(ONE_UNIT), big))
-        decimal = sql_type(t.DECIMAL, self.r)
-        value = cast(paren(value), decimal)
-        whole = self.r.trunc(value)
-        fraction = exp.Mul(this=exp.Sub(this=value.copy(), expression=whole.copy()), expression=cast(num(ONE_UNIT), big))
-        return exp.Add(this=exp.Mul(this=cast(whole, big), expression=cast(num(ONE_UNIT), big)),
-                       expression=cast(fraction, big))
+        return self.r.unscaled(cast(paren(value), sql_type(t.DECIMAL, self.r)), big, self.r.trunc)
 
     def from_unscaled(self, units: exp.Expression) -> exp.Expression:
-        decimal = sql_type(t.DECIMAL, self.r)
-        # An integer times 10^-18 as DECIMAL(38, 18): the unscaled product is the integer itself.
-        tiny = cast(exp.Literal.string("0." + "0" * (SCALE - 1) + "1"), decimal)
-        return cast(exp.Mul(this=cast(paren(units), "DECIMAL(38, 0)"), expression=tiny), decimal)
+        return self.r.from_units(units, sql_type(t.DECIMAL, self.r))
 
     def divide(self, left, lk: str, right, rk: str) -> exp.Expression:
         return self.from_unscaled(self.divide_unscaled(left, lk, right, rk))

@@ -7,8 +7,9 @@ the Python engine); Spark is checked on a local session (tests/test_sql.py, heav
 Exact decimals: values live in DECIMAL(38, 18). Where a dialect's own decimal
 division or remainder is not exact (DuckDB turns DECIMAL / DECIMAL into DOUBLE,
 Spark and Trino round at their own scale), the quotient is computed on *unscaled*
-integers (the value times 10^18) with truncating integer division, which every
-dialect has in some exact form (`Rules.int_div`).
+integers (the value times 10^18, `Rules.unscaled`) with truncating integer division,
+which every dialect has in some exact form (`Rules.int_div`), and scaled back
+(`Rules.from_units`).
 """
 
 from __future__ import annotations
@@ -83,21 +84,12 @@ def _bigquery_int_div(a: exp.Expression, b: exp.Expression) -> exp.Expression:
     return fn("DIV", a, b)
 
 
-def _corrected_int_div(a: exp.Expression, b: exp.Expression, *, scale_type: str) -> exp.Expression:
+def _exact_multiple_div(a: exp.Expression, b: exp.Expression, *, scale_type: str) -> exp.Expression:
     """Truncating division for dialects whose decimal division rounds (Spark keeps 6 digits,
-    Snowflake 6 to 12, Trino max(scale)): a rounded quotient is at most one off after
-    truncation, so one correction step makes it exact."""
-    quotient = exp.Div(this=paren(a), expression=paren(b))
-    approx = cast(_trunc_floor_ceil(quotient), scale_type)
-    rest = exp.Sub(this=paren(a), expression=exp.Mul(this=paren(approx), expression=paren(b)))
-    sign = exp.Mul(this=fn("SIGN", a), expression=fn("SIGN", b))
-    fix = exp.Case(ifs=[
-        exp.If(this=exp.and_(exp.NEQ(this=rest.copy(), expression=num(0)),
-                             exp.NEQ(this=fn("SIGN", rest.copy()), expression=fn("SIGN", a.copy()))),
-               true=exp.Neg(this=paren(sign.copy()))),
-        exp.If(this=exp.GTE(this=fn("ABS", rest.copy()), expression=fn("ABS", b.copy())), true=sign.copy()),
-    ], default=num(0))
-    return paren(exp.Add(this=approx.copy(), expression=fix))
+    Snowflake 6 to 12, Trino max(scale)): a − a % b is an exact multiple of b (`%` is exact
+    and takes a's sign), so its quotient is a whole number however the dialect rounds."""
+    multiple = exp.Sub(this=paren(a), expression=paren(exp.Mod(this=paren(a.copy()), expression=paren(b))))
+    return cast(exp.Div(this=paren(multiple), expression=paren(b.copy())), scale_type)
 
 
 def _trunc(x: exp.Expression) -> exp.Expression:
@@ -108,6 +100,42 @@ def _trunc_floor_ceil(x: exp.Expression) -> exp.Expression:
     # Spark's TRUNC truncates dates; toward zero for a number is FLOOR above 0 and CEIL below.
     return exp.Case(ifs=[exp.If(this=exp.GTE(this=x, expression=num(0)), true=exp.Floor(this=x.copy()))],
                     default=exp.Ceil(this=x.copy()))
+
+
+def _unscaled_split(value: exp.Expression, big: str, trunc) -> exp.Expression:
+    # DuckDB keeps the scale of DECIMAL(38, 18) × 10^18 and overflows above 100: whole and
+    # fraction parts are scaled apart.
+    whole = trunc(value)
+    fraction = exp.Mul(this=paren(exp.Sub(this=value.copy(), expression=whole.copy())),
+                       expression=cast(num(ONE_UNIT), big))
+    return exp.Add(this=exp.Mul(this=cast(whole, big), expression=cast(num(ONE_UNIT), big)),
+                   expression=cast(fraction, big))
+
+
+def _unscaled_product(value: exp.Expression, big: str, trunc) -> exp.Expression:
+    # Spark, Snowflake and Trino give the product a scale that still holds a whole number.
+    return cast(exp.Mul(this=paren(value), expression=cast(num(ONE_UNIT), big)), big)
+
+
+def _from_units_product(units: exp.Expression, decimal: exp.DataType) -> exp.Expression:
+    # An integer times 10^-18 as DECIMAL(38, 18): the unscaled product is the integer itself.
+    tiny = cast(exp.Literal.string("0." + "0" * (SCALE - 1) + "1"), decimal)
+    return cast(exp.Mul(this=cast(paren(units), "DECIMAL(38, 0)"), expression=tiny), decimal)
+
+
+def _from_units_text(units: exp.Expression, decimal: exp.DataType) -> exp.Expression:
+    # Spark gives DECIMAL(38, 0) × DECIMAL(38, 18) a scale of 6 (precision loss); the digits
+    # are placed around the point as text instead, which is exact.
+    # Zeros in front (LPAD would cut a longer text): at least one digit before the point.
+    digits = exp.Concat(expressions=[exp.Literal.string("0" * SCALE),
+                                     cast(exp.Abs(this=cast(paren(units), "DECIMAL(38, 0)")), "VARCHAR")])
+    length = exp.Length(this=digits.copy())
+    whole = exp.Substring(this=digits.copy(), start=num(1), length=exp.Sub(this=length, expression=num(SCALE)))
+    fraction = exp.Substring(this=digits.copy(), start=exp.Sub(this=length.copy(), expression=num(SCALE - 1)),
+                             length=num(SCALE))
+    sign = exp.Case(ifs=[exp.If(this=exp.LT(this=paren(units.copy()), expression=num(0)),
+                                true=exp.Literal.string("-"))], default=exp.Literal.string(""))
+    return cast(exp.Concat(expressions=[sign, whole, exp.Literal.string("."), fraction]), decimal)
 
 
 def _filter_nulls(array: exp.Expression) -> exp.Expression:
@@ -235,6 +263,8 @@ class Rules:
     type_dialect: str = "duckdb"  # the dialect `decimal_type` is written in
     filter_nulls: Callable[[exp.Expression], exp.Expression] = _filter_nulls
     trunc: Callable[[exp.Expression], exp.Expression] = _trunc
+    unscaled: Callable = _unscaled_split
+    from_units: Callable = _from_units_product
     contains: Callable[[exp.Expression, exp.Expression], exp.Expression] = _contains_strpos
     ends_with: Callable[[exp.Expression, exp.Expression], exp.Expression] = _ends_with_right
     epoch_us: Callable[[exp.Expression], exp.Expression] = _epoch_us_generic
@@ -258,21 +288,24 @@ RULES: dict[str, Rules] = {
         set_time_zone=_set_time_zone_duckdb,
         notes=("exact: proven equal to the Python engine by tests/test_engines_equal.py",)),
     "spark": Rules(
-        "spark", "DECIMAL(38, 0)", lambda a, b: _corrected_int_div(a, b, scale_type="DECIMAL(38, 0)"),
-        arg_max=_arg_max_struct, arg_min=_arg_min_struct, trunc=_trunc_floor_ceil,
+        "spark", "DECIMAL(38, 0)",
+        lambda a, b: _exact_multiple_div(a, b, scale_type="DECIMAL(38, 0)"), unscaled=_unscaled_product,
+        arg_max=_arg_max_struct, arg_min=_arg_min_struct, trunc=_trunc_floor_ceil, from_units=_from_units_text,
         notes=("run with spark.sql.ansi.enabled=false so that a failed cast is null",)),
     "bigquery": Rules(
         "bigquery", "BIGNUMERIC", _bigquery_int_div, decimal_type="BIGNUMERIC", type_dialect="bigquery",
         make_date=_make_date, set_time_zone=_set_time_zone_bigquery,
         notes=("BIGNUMERIC holds 38 digits after the point; results are truncated to 18",)),
     "snowflake": Rules(
-        "snowflake", "NUMBER(38, 0)", lambda a, b: _corrected_int_div(a, b, scale_type="NUMBER(38, 0)"),
+        "snowflake", "NUMBER(38, 0)",
+        lambda a, b: _exact_multiple_div(a, b, scale_type="NUMBER(38, 0)"), unscaled=_unscaled_product,
         set_time_zone=_set_time_zone_snowflake),
     "postgres": Rules(
         "postgres", "NUMERIC", _postgres_int_div, make_date=_make_date_postgres, iso_dow=_iso_dow_extract,
         day_of_year=_day_of_year_extract),
     "trino": Rules(
-        "trino", "DECIMAL(38, 0)", lambda a, b: _corrected_int_div(a, b, scale_type="DECIMAL(38, 0)"),
+        "trino", "DECIMAL(38, 0)",
+        lambda a, b: _exact_multiple_div(a, b, scale_type="DECIMAL(38, 0)"), unscaled=_unscaled_product,
         make_date=lambda y, m, d: fn("date", fn("format", exp.Literal.string("%04d-%02d-%02d"), y, m, d))),
 }
 

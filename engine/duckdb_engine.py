@@ -122,7 +122,7 @@ class DuckDBStream:
         self.rejects: list = []
         self.views = _Views(self.con, rules, self.as_of)
         try:
-            self.con.execute(f"SET TimeZone = '{_zone_name(rules.timezone)}'").fetchall()
+            self.con.execute(rules_for("duckdb").set_time_zone(rules.timezone).sql("duckdb")).fetchall()
             began = time.perf_counter()
             try:
                 if force_python_reader:
@@ -198,9 +198,9 @@ def _converter(type_: t.Type, tz: ZoneInfo) -> Callable | None:
     return None
 
 
-def _zone_name(name: str) -> str:
-    ZoneInfo(name)  # a checked rule set's timezone is a real zone; this keeps the SET below literal-safe
-    return name.replace("'", "")
+def _ident(name: str) -> str:
+    """A quoted identifier (embedded quotes doubled), for the few statements around the query."""
+    return exp.to_identifier(name, quoted=True).sql("duckdb")
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ class _Views:
 
     def drop(self) -> None:
         for name in self.names.values():
-            self.con.execute(f'DROP VIEW IF EXISTS "{name}"').fetchall()
+            self.con.execute(f"DROP VIEW IF EXISTS {_ident(name)}").fetchall()
         for name in self.registered:
             self.con.unregister(name)
 
@@ -253,7 +253,7 @@ class _Views:
                 select = self.csv_select(table, path)
             else:
                 raise FallBack("JSONL is read by the Python reader")
-            self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{self.names[table]}" AS {select}').fetchall()
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(self.names[table])} AS {select}").fetchall()
         return self.validate()
 
     # Parquet: typed columns; anything but the plain Arrow types of each kind falls back.
@@ -483,10 +483,10 @@ class _Views:
             registered = f"_mr_arrow_{table}"
             self.con.register(registered, arrow)
             self.registered.append(registered)
-            casts = ", ".join(f'CAST("{name}" AS {sql_type(type_, self.r).sql("duckdb")}) AS "{name}"'
-                              for name, type_ in columns.items())
-            self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{self.names[table]}" AS SELECT {casts} FROM "{registered}"'
-                             ).fetchall()
+            casts = exp.select(*(exp.alias_(exp.Cast(this=exp.column(name, quoted=True), to=sql_type(type_, self.r)),
+                                            name, quoted=True) for name, type_ in columns.items()))
+            select = casts.from_(exp.Table(this=exp.to_identifier(registered, quoted=True))).sql("duckdb")
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(self.names[table])} AS {select}").fetchall()
 
 
 def _columns_without_nulls(parquet) -> set[str]:

@@ -548,8 +548,6 @@ class _Compiler:
             return cast(value, "DOUBLE")
         if to.kind == "timestamp" and kind == "date":
             return self.as_timestamp(value, source)
-        if to.kind == "int" and kind == "int":
-            return value
         return value
 
     def as_timestamp(self, value: exp.Expression, type_: t.Type) -> exp.Expression:

@@ -159,6 +159,8 @@ class ExprChecker:
         if node.op == "??":
             return self._check_coalesce(node, left, right)
         result = _arithmetic(node.op, left.type, right.type)
+        if result is not None and node.op in ("/", "%") and not _is_nonzero_literal(node.right):
+            result = result.with_null()  # x / 0 is null (docs/SEMANTICS.md)
         if result is None:
             self.error("MR302", f"cannot {_OP_VERBS[node.op]} {left.type} and {right.type}", node,
                        hint=_arithmetic_hint(node.op, left.type, right.type))
@@ -389,6 +391,10 @@ class ExprChecker:
             return self.typed(node, t.ERROR, value=value, buckets=buckets)
         result = t.FLOAT if node.func == "percent_rank" else t.INT
         return self.typed(node, result.with_null(value.type.nullable), value=value, buckets=buckets)
+
+
+def _is_nonzero_literal(node: ast.Expr) -> bool:
+    return isinstance(node, ast.Literal) and node.kind in ("int", "decimal", "float") and node.value != 0
 
 
 def _is_constant_fraction(node: ast.Expr) -> bool:

@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from memberrules.engine.check import check_rule_set
+from memberrules.engine.duckdb_engine import evaluate_duckdb
 from memberrules.engine.eval import compile_rule_set
 from memberrules.engine.evaluate import parse_as_of
 from memberrules.engine.load import Positions, load_file
@@ -64,8 +65,13 @@ def _python_rows(rules, data_dir: Path, as_of: datetime) -> list[dict]:
     return compile_rule_set(rules).evaluate(snapshot, as_of).rows
 
 
+def _duckdb_rows(rules, data_dir: Path, as_of: datetime) -> list[dict]:
+    return evaluate_duckdb(rules, data_dir, as_of).rows
+
+
 ENGINES = {
     "python": _python_rows,
+    "duckdb": _duckdb_rows,
 }
 
 

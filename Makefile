@@ -11,7 +11,7 @@ AS_OF := 2026-11-01T00:00:00+08:00
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,spark]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -22,8 +22,9 @@ demo: install
 	$(BIN)/memberrules test rules
 	$(BIN)/memberrules evaluate rules --data demo-data --as-of $(AS_OF) --out out/results.jsonl
 
+# The heavy cases (Spark, benchmarks) run here too, at a small size.
 test: install
-	$(BIN)/python -m pytest
+	MEMBERRULES_SPARK=1 $(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python bench/bench_validate.py

@@ -11,6 +11,11 @@ AS_OF := 2026-11-01T00:00:00+08:00
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# Tests also need the test tools and PySpark (the Spark case runs in every test run).
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test,spark]'
 	touch $@
 
@@ -23,10 +28,10 @@ demo: install
 	$(BIN)/memberrules evaluate rules --data demo-data --as-of $(AS_OF) --out out/results.jsonl
 
 # The heavy cases (Spark, benchmarks) run here too, at a small size.
-test: install
+test: $(VENV)/.installed-test
 	MEMBERRULES_SPARK=1 $(BIN)/python -m pytest
 
-bench: install
+bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_validate.py
 	$(BIN)/python bench/bench_python.py
 	$(BIN)/python bench/bench_scale.py

@@ -447,6 +447,11 @@ class ExprCompiler:
                 return f"round_to_int({args[0]})"
             digits = node.args[1].value  # type: ignore[union-attr]
             return f"round_half_away({args[0]}, {int(digits)!r})"  # type: ignore[arg-type]
+        if func == "nullif":
+            a = self.tmp()
+            common = t.unify(node.args[0].type, node.args[1].type)  # compare like `==` does
+            value, other = (self.coerce(code, arg, common) for code, arg in zip(args, node.args))
+            return f"(None if ({a} := {value}) is None or {a} == {other} else {args[0]})"
         if func == "days_until_anniversary":
             return f"days_until_anniversary({args[0]}, {self._today()})"
         helper = self._HELPERS.get(func)

@@ -78,6 +78,13 @@ def _coalesce(types, args):
     return result.with_null(types[-1].nullable and all(ty.nullable for ty in types))
 
 
+def _nullif(types, args):
+    _arity(types, 2)
+    if not t.comparable(types[0], types[1]):
+        raise FunctionError(f"compares its arguments, but {types[0]} and {types[1]} do not compare")
+    return types[0].with_null()
+
+
 def _least_greatest(types, args):
     _arity(types, 2, 99)
     result = types[0]
@@ -150,6 +157,8 @@ FUNCTIONS: dict[str, Function] = {f.name: f for f in (
     Function("date", "date(ts)", "the calendar date of a timestamp in the rule set's timezone", _date),
     Function("days", "days(duration)", "whole days of a duration", _days),
     Function("coalesce", "coalesce(a, b, …)", "the first argument that is not null", _coalesce),
+    Function("nullif", "nullif(a, b)", "null when a equals b, else a (e.g. leave zeros out of a ranking)",
+             _nullif),
     Function("min", "min(a, b, …)", "the smallest of several values (null if any is null)", _least_greatest),
     Function("max", "max(a, b, …)", "the largest of several values (null if any is null)", _least_greatest),
     Function("round", "round(x) or round(x, 2)",

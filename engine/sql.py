@@ -15,13 +15,14 @@ Decimals are DECIMAL(38, 18); quotients and remainders of decimals are computed 
 unscaled integers so they are exact and truncated like the Python engine's
 (`sql_dialects.py`). Durations are BIGINT microseconds. Timestamps are TIMESTAMPTZ and
 dates are read in the session time zone, which the script sets to the rule set's.
-Campaigns are not compiled (their runtime needs state across runs).
+Campaigns add columns on request (`extra`, `carry`): their conditions, points and the values
+they read; campaigns_sql.py joins the state file's previous results to them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -62,7 +63,8 @@ class CompiledSql:
 
 
 def compile_sql(rules: CheckedRuleSet, dialect: str = "duckdb", as_of: dt.datetime | None = None,
-                tables: Mapping[str, str] | None = None) -> CompiledSql:
+                tables: Mapping[str, str] | None = None, extra: Mapping[str, ast.Expr] | None = None,
+                carry: Sequence[tuple[str, str, t.Type]] = ()) -> CompiledSql:
     """Compile a checked rule set into SQL for one dialect.
 
     Args:
@@ -71,6 +73,11 @@ def compile_sql(rules: CheckedRuleSet, dialect: str = "duckdb", as_of: dt.dateti
         as_of: the evaluation instant; None reads CURRENT_TIMESTAMP when the query runs.
         tables: schema table name → relation name in the warehouse (e.g. "crm.members");
             tables not named read from a relation with the table's own name.
+        extra: more columns after the result columns (campaign conditions, points, the values
+            they read): column name → any typed expression of the rule set, of its own type.
+        carry: more columns passed through from the last step: (column name, the step's
+            column, type); member fields (`tiers.current` is the step's `current_tier`) and
+            metrics not marked `output`.
 
     Returns:
         A CompiledSql; `.sql()` is the script.
@@ -81,7 +88,7 @@ def compile_sql(rules: CheckedRuleSet, dialect: str = "duckdb", as_of: dt.dateti
     >>> "WITH" in compile_sql(rules, "spark").sql()  # doctest: +SKIP
     True
     """
-    return _Compiler(rules, rules_for(dialect), as_of, dict(tables or {})).compile()
+    return _Compiler(rules, rules_for(dialect), as_of, dict(tables or {}), dict(extra or {}), list(carry)).compile()
 
 
 def sql_type(type_: t.Type, rules: Rules) -> exp.DataType:
@@ -121,8 +128,11 @@ class _Step:
 
 
 class _Compiler:
-    def __init__(self, rules: CheckedRuleSet, dialect: Rules, as_of: dt.datetime | None, tables: dict[str, str]):
+    def __init__(self, rules: CheckedRuleSet, dialect: Rules, as_of: dt.datetime | None, tables: dict[str, str],
+                 extra: dict[str, ast.Expr] | None = None, carry: list[tuple[str, str, t.Type]] | None = None):
         self.rules = rules
+        self.extra = extra or {}
+        self.carry = carry or []
         self.r = dialect
         self.tz = ZoneInfo(rules.timezone)
         self.as_of_value = None if as_of is None else \
@@ -162,6 +172,9 @@ class _Compiler:
             select = exp.select(exp.Star(), *step.columns).from_(exp.to_table(step.source))
             self.ctes.append(exp.CTE(this=select, alias=exp.TableAlias(this=exp.to_identifier(step.name))))
             source = step.name
+        if self.extra:
+            # Aggregates whose `where` reads the last step's values (only extra columns have them).
+            source = self.join_late_aggregates(top, source)
         query, columns = self.final_select(source)
         query.set("with_", exp.With(expressions=self.ctes))
         parenthesize(query)
@@ -215,7 +228,7 @@ class _Compiler:
         exprs: list[ast.Expr] = []
         for item in self.rules.order:
             exprs += self.item_exprs(*item)
-        return exprs
+        return exprs + list(self.extra.values())
 
     def collect_event_aggregates(self) -> None:
         taken = {self.rules.member.key} | set(self.rules.member.fields)
@@ -520,6 +533,12 @@ class _Compiler:
         for name, metric in rules.metrics.items():
             if metric.output:
                 columns.append((name, exp.column(name, quoted=True), metric.type))
+        for name, column, type_ in self.carry:
+            columns.append((name, exp.column(column, quoted=True), type_))
+        self.scope = _Scope(source=source)
+        for name, expr in self.extra.items():
+            columns.append((name, self.sql(expr), expr.type or t.NULL))
+        self.scope = _Scope()
         select = exp.select(*(exp.alias_(value, name, quoted=True) for name, value, _ in columns))
         select = select.from_(exp.to_table(source)).order_by(exp.column(key, quoted=True))
         return select, [(name, type_) for name, _, type_ in columns]
@@ -836,6 +855,13 @@ class _Compiler:
     def fn_coalesce(self, args, types, node):
         coerced = [self.coerce(a, ty, node.type) for a, ty in zip(args, types)]
         return exp.Coalesce(this=coerced[0], expressions=coerced[1:])
+
+    def fn_nullif(self, args, types, node):
+        # Compared in their common type (as `==` does), but the result keeps a's type.
+        common = t.unify(types[0], types[1])
+        equal = exp.EQ(this=self.coerce(args[0].copy(), types[0], common),
+                       expression=self.coerce(args[1], types[1], common))
+        return exp.Case(ifs=[exp.If(this=equal, true=exp.Null())], default=args[0])
 
     def _least_greatest(self, func, args, types, node):
         coerced = [self.coerce(a, ty, node.type) for a, ty in zip(args, types)]

@@ -225,7 +225,9 @@ def test_campaign_reasons_come_from_the_campaign_runtime():
 
 
 def test_golden_text_of_one_member(golden):
-    golden(GOLDEN / "m2.txt", render_text(explain("m2")))
+    text = render_text(explain("m2"))
+    assert text.startswith("member m2 ")
+    golden(GOLDEN / "m2.txt", text)
 
 
 def test_json_keeps_decimals_exact():

@@ -125,8 +125,8 @@ def init_command(directory: Path) -> None:
                    "ledger for cooldowns, caps and exactly-once actions")
 @click.option("--dry-run", is_flag=True, help="decide and summarise, write nothing (no results, actions or state)")
 @click.option("--engine", type=click.Choice(["python", "duckdb", "auto"]), default="python", show_default=True,
-              help="python: the reference engine (campaigns too); duckdb: the compiled SQL on DuckDB, for large "
-                   "snapshots (no campaigns); auto: duckdb from 20,000 members when there are no campaigns")
+              help="python: the reference engine; duckdb: the compiled SQL on DuckDB, for large snapshots "
+                   "(campaigns and --state too, same files); auto: duckdb from 20,000 members")
 def evaluate_command(rules: Path, data_dir: Path, as_of: str | None, out: Path | None, fmt: str | None,
                      params: tuple[str, ...], on_bad_row: str, state: Path | None, dry_run: bool,
                      engine: str = "python") -> None:

@@ -503,29 +503,42 @@ def campaign_run(rules: CheckedRuleSet, compiled: CompiledRuleSet, evaluation: E
     ...     write_temporary_outputs(decision)
     >>> rename_outputs_into_place()  # doctest: +SKIP
     """
+    with state_run(rules, evaluation.as_of, state,
+                   lambda previous, history: decide_actions(rules, compiled, evaluation, previous, history),
+                   lambda: member_states(rules, compiled, evaluation), lambda: len(evaluation.states),
+                   dry_run=dry_run) as decision:
+        yield decision
+
+
+@contextlib.contextmanager
+def state_run(rules: CheckedRuleSet, as_of: dt.datetime, state: Path | None,
+              decide: Callable[[Previous | None, list[LedgerEntry]], Decision],
+              results: Callable[[], Iterable[tuple[str, PreviousState]]], members: Callable[[], int],
+              dry_run: bool = False) -> Iterator[Decision]:
+    """`campaign_run` for any engine: `decide(previous, history)` decides the actions; `results()`
+    and `members()`, called after the block, give what the state file keeps of this run."""
     if state is None or (dry_run and not Path(state).exists()):
-        yield decide_actions(rules, compiled, evaluation)
+        yield decide(None, [])
         return
     store = StateStore.open(state)
     try:
         store.begin(read_only=dry_run)
-        as_of = evaluation.as_of
         previous = store.previous(as_of)
-        decision = decide_actions(rules, compiled, evaluation, previous, store.history(as_of, lookback(rules)))
+        decision = decide(previous, store.history(as_of, lookback(rules)))
         if previous is None and store.runs():
             decision.notes.append(f"the state file has no kept results before {as_of.isoformat()}: "
                                   "transitions are not computed for this as_of")
         yield decision
         if dry_run:
             return
-        store.record_results(as_of, member_states(rules, compiled, evaluation))
+        store.record_results(as_of, results())
         entries = [LedgerEntry(a.key, a.campaign, str(a.member), a.channel, as_of, a.send_at,
                                not rules.campaigns[a.campaign].transactional) for a in decision.actions]
         new = store.record_actions(entries)
         if new < len(entries):
             decision.notes.append(f"{len(entries) - new} action(s) were already in the ledger from an earlier "
                                   "run of this as_of (same idempotency keys): not recorded twice")
-        store.record_run(as_of, len(evaluation.states), len(entries))
+        store.record_run(as_of, members(), len(entries))
         store.commit()
     finally:
         store.close()

@@ -173,17 +173,22 @@ def run_compiled(con, compiled: CompiledSql, tz: ZoneInfo) -> list[dict]:
 
 def iter_compiled(con, compiled: CompiledSql, tz: ZoneInfo, batch_rows: int = 100_000):
     """The result rows a batch at a time, so a writer can stream them with bounded memory."""
-    reader = con.sql(compiled.query_sql()).to_arrow_reader(batch_rows)
-    names = [name for name, _ in compiled.columns]
-    converters = [_converter(type_, tz) for _, type_ in compiled.columns]
+    yield from iter_query(con, compiled.query_sql(), compiled.columns, tz, batch_rows)
+
+
+def iter_query(con, sql: str, columns: list[tuple[str, t.Type]], tz: ZoneInfo, batch_rows: int = 100_000):
+    """Rows of any query over these typed columns, a batch at a time, as the Python engine's values."""
+    reader = con.sql(sql).to_arrow_reader(batch_rows)
+    names = [name for name, _ in columns]
+    converters = [_converter(type_, tz) for _, type_ in columns]
     for batch in reader:
         with paused_gc():
-            columns = []
-            for (name, type_), convert in zip(compiled.columns, converters):
+            cells = []
+            for (name, type_), convert in zip(columns, converters):
                 array = batch.column(name)
                 values = _decimals(array) if type_.kind == "decimal" else array.to_pylist()
-                columns.append(values if convert is None else [None if v is None else convert(v) for v in values])
-            yield [dict(zip(names, cells)) for cells in zip(*columns)] if columns else []
+                cells.append(values if convert is None else [None if v is None else convert(v) for v in values])
+            yield [dict(zip(names, row)) for row in zip(*cells)] if cells else []
 
 
 def _decimals(array) -> list:
@@ -523,11 +528,12 @@ def _micros(value: timedelta) -> int:
 # -- the evaluate pipeline on DuckDB --------------------------------------------------------------
 
 def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, fmt: str = "jsonl",
-                          params: dict[str, str] | None = None, on_bad_row: str = "fail", dry_run: bool = False):
+                          params: dict[str, str] | None = None, on_bad_row: str = "fail", dry_run: bool = False,
+                          state: Path | None = None):
     """`evaluate_rules` (evaluate.py) with the DuckDB engine: same checks, writers and report.
 
-    Campaigns are not evaluated (their runtime is the Python engine's); the report's engine
-    says so when the rule set has any."""
+    Campaigns are decided as by the Python engine (campaigns_sql.py): their conditions run in
+    the query, and the state file (`state`) is read and written in one transaction."""
     from .evaluate import EvaluateOutcome, EvaluateReport, InputError, parse_as_of
     from .results import rejects_path, result_columns, write_rejects
     from .results_arrow import write_batches
@@ -550,6 +556,9 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
     tz = ZoneInfo(rules.timezone)
     counts = _Counts(rules)
     began = time.perf_counter()
+    if rules.campaigns or state is not None:
+        return _evaluate_campaigns(check, stream, counts, timings, as_of, out=out, fmt=fmt, state=state,
+                                   on_bad_row=on_bad_row, dry_run=dry_run)
     # The rows stay Arrow batches from the query to the file: no Python value per cell.
     sources: dict = {}
     batches = stream.arrow_batches(types=sources)
@@ -575,6 +584,37 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
                             counts.summary(), evaluation, engine=engine, seconds=timings,
                             rejected_by_table=dict(Counter(reject.table for reject in stream.rejects)),
                             dry_run=dry_run)
+    return EvaluateOutcome(check, report)
+
+
+def _evaluate_campaigns(check, stream: DuckDBStream, counts: _Counts, timings: dict[str, float], as_of: datetime, *,
+                        out: Path, fmt: str, state: Path | None, on_bad_row: str, dry_run: bool):
+    """The rest of `evaluate_rules_duckdb` for a rule set with campaigns, or with a state file."""
+    from .campaigns_sql import write_outputs_duckdb
+    from .evaluate import EvaluateOutcome, EvaluateReport
+    from .results import rejects_path, write_rejects
+
+    rules = check.rule_set
+    began = time.perf_counter()
+    try:
+        decision, written, actions_file = write_outputs_duckdb(
+            rules, stream.con, stream.as_of, stream.views.names, results=out, fmt=fmt, state=state,
+            dry_run=dry_run, on_batch=counts.add)
+    finally:
+        stream.close()
+    rejects_file = None
+    if on_bad_row == "skip" and not dry_run:
+        rejects_file = rejects_path(out)
+        write_rejects(stream.rejects, rejects_file)
+    timings["evaluate"] = time.perf_counter() - began
+    evaluation = Evaluation([], {}, {}, EvaluationStats(counts.members, timings["evaluate"], [], 0.0, engine=ENGINE),
+                            stream.as_of, {name: p.value for name, p in rules.params.items()}, [], [], [],
+                            rules.member.key)
+    engine = ENGINE + (f" (read by the {stream.read_by} reader)" if stream.read_by != "duckdb" else "")
+    report = EvaluateReport(out, fmt, stream.as_of, written, stream.stats, counts.members, rejects_file,
+                            counts.summary(), evaluation, engine=engine, seconds=timings,
+                            rejected_by_table=dict(Counter(reject.table for reject in stream.rejects)),
+                            campaigns=decision, actions_file=actions_file, dry_run=dry_run)
     return EvaluateOutcome(check, report)
 
 
@@ -649,16 +689,14 @@ def count_members(data_dir: Path, schema: dict[str, TableSchema]) -> int:
 
 
 def choose_engine(engine: str, rules: CheckedRuleSet, data_dir: Path, state: Path | None) -> str:
-    """`--engine auto`: DuckDB from AUTO_MIN_MEMBERS members on, unless campaigns need the Python engine."""
+    """`--engine auto`: DuckDB from AUTO_MIN_MEMBERS members on, campaigns and --state included."""
     if engine != "auto":
         return engine
-    if rules.campaigns and state is not None:
-        return "python"
     try:
         members = count_members(data_dir, rules.model.schema_)
     except Exception:  # a missing or unreadable file: the Python reader says what is wrong
         return "python"
-    return "duckdb" if members >= AUTO_MIN_MEMBERS and not rules.campaigns else "python"
+    return "duckdb" if members >= AUTO_MIN_MEMBERS else "python"
 
 
 class EngineChoiceError(ValueError):
@@ -678,11 +716,7 @@ def evaluate_rules_with(engine: str) -> Callable:
         if chosen == "python":
             return evaluate_rules(rules_dir, data_dir, as_of=as_of, out=out, fmt=fmt, params=params,
                                   on_bad_row=on_bad_row, progress=progress, state=state, dry_run=dry_run)
-        if state is not None:
-            from .state import StateError
-
-            raise StateError("--state needs --engine python: campaigns run on the Python engine")
         return evaluate_rules_duckdb(rules_dir, data_dir, as_of=as_of, out=out, fmt=fmt, params=params,
-                                     on_bad_row=on_bad_row, dry_run=dry_run)
+                                     on_bad_row=on_bad_row, dry_run=dry_run, state=state)
 
     return run

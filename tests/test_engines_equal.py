@@ -474,14 +474,15 @@ def test_cli_duckdb_engine_writes_the_same_bytes(tmp_path, fmt):
     assert outputs["python"] == outputs["duckdb"]
 
 
-def test_auto_engine_takes_duckdb_only_for_large_snapshots_without_campaigns(tmp_path):
+def test_auto_engine_takes_duckdb_only_for_large_snapshots(tmp_path):
     from memberrules.engine.duckdb_engine import AUTO_MIN_MEMBERS, choose_engine
 
     rules, data, _ = _demo(tmp_path, "csv", members=30)
     assert choose_engine("auto", rules, data, None) == "python"
     lines = (data / "member.csv").read_text(encoding="utf-8").splitlines()
     (data / "member.csv").write_text("\n".join(lines + lines[1:2] * AUTO_MIN_MEMBERS) + "\n", encoding="utf-8")
-    assert choose_engine("auto", rules, data, None) == "python"  # the default pack has campaigns
+    assert choose_engine("auto", rules, data, None) == "duckdb"  # campaigns run on DuckDB too
+    assert choose_engine("auto", rules, data, tmp_path / "state.db") == "duckdb"
     without = dataclasses.replace(rules, campaigns={})
     assert choose_engine("auto", without, data, None) == "duckdb"
     assert choose_engine("duckdb", rules, data, None) == "duckdb"

@@ -1,0 +1,100 @@
+"""Campaigns on the DuckDB engine: the same results, actions and state file as the Python engine."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from memberrules.engine.check import check_rule_set
+from memberrules.engine.demo import write_demo_snapshot
+from memberrules.engine.duckdb_engine import choose_engine, evaluate_rules_with
+
+RULES = Path(__file__).resolve().parents[1] / "rules"
+DAYS = ["2026-11-09", "2026-11-10", "2026-11-11"]
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("demo") / "data"
+    write_demo_snapshot(data, members=2_000)
+    return data
+
+
+def _run(engine: str, data: Path, day: str, out: Path, state: Path, dry_run: bool = False):
+    outcome = evaluate_rules_with(engine)(RULES, data, as_of=day, out=out / day / "results.jsonl", state=state,
+                                          dry_run=dry_run)
+    assert outcome.report is not None, outcome.check.diagnostics
+    return outcome.report
+
+
+def _state(path: Path) -> dict[str, list[tuple]]:
+    """The state file without its wall-clock columns."""
+    with sqlite3.connect(path) as db:
+        return {
+            "ledger": db.execute("SELECT key, campaign, member, channel, as_of, send_at, capped FROM ledger "
+                                 "ORDER BY key").fetchall(),
+            "member_state": db.execute("SELECT * FROM member_state ORDER BY as_of, member").fetchall(),
+            "runs": db.execute("SELECT as_of, members, actions FROM runs ORDER BY as_of").fetchall()}
+
+
+def test_consecutive_days_with_a_state_file_give_the_python_engines_files(snapshot, tmp_path):
+    for day in DAYS:
+        for engine in ("python", "duckdb"):
+            report = _run(engine, snapshot, day, tmp_path / engine, tmp_path / f"{engine}.db")
+            assert report.actions_file is not None
+        for name in ("results.jsonl", "actions.jsonl"):
+            python = (tmp_path / "python" / day / name).read_bytes()
+            assert (tmp_path / "duckdb" / day / name).read_bytes() == python, (day, name)
+    first = (tmp_path / "duckdb" / DAYS[0] / "actions.jsonl").read_text().splitlines()
+    assert len(first) > 100
+    python_state, duckdb_state = _state(tmp_path / "python.db"), _state(tmp_path / "duckdb.db")
+    assert duckdb_state == python_state
+    assert len(duckdb_state["runs"]) == 3 and duckdb_state["ledger"]
+
+
+def test_tier_up_against_the_previous_run_fires_on_both_engines(snapshot, tmp_path):
+    rules = check_rule_set(RULES).rule_set
+    lowest = rules.tiers.names()[0]
+    for engine in ("python", "duckdb"):
+        _run(engine, snapshot, DAYS[0], tmp_path / engine, tmp_path / f"{engine}.db")
+        # Everyone held the lowest tier after the previous run: every higher tier now is a move up.
+        with sqlite3.connect(tmp_path / f"{engine}.db") as db:
+            db.execute("UPDATE member_state SET tier = ?", (lowest,))
+        _run(engine, snapshot, DAYS[1], tmp_path / engine, tmp_path / f"{engine}.db")
+    actions = (tmp_path / "duckdb" / DAYS[1] / "actions.jsonl").read_text()
+    assert actions == (tmp_path / "python" / DAYS[1] / "actions.jsonl").read_text()
+    congrats = [line for line in actions.splitlines() if line.startswith('{"campaign":"congrats"')]
+    assert len(congrats) > 50
+    assert f'"previous_tier":"{lowest}"' in congrats[0]
+    assert _state(tmp_path / "duckdb.db") == _state(tmp_path / "python.db")
+
+
+def test_a_dry_run_decides_the_same_actions_and_writes_nothing(snapshot, tmp_path):
+    decisions = {}
+    for engine in ("python", "duckdb"):
+        state = tmp_path / f"{engine}.db"
+        _run(engine, snapshot, DAYS[0], tmp_path / engine, state)
+        before = state.read_bytes()
+        report = _run(engine, snapshot, DAYS[1], tmp_path / engine, state, dry_run=True)
+        assert state.read_bytes() == before
+        assert not (tmp_path / engine / DAYS[1]).exists()
+        assert report.actions_file is None
+        decisions[engine] = report.campaigns
+    tz = decisions["python"].as_of.tzinfo
+    assert decisions["duckdb"].jsonl(tz) == decisions["python"].jsonl(tz)
+    assert decisions["duckdb"].jsonl(tz)
+    assert [vars(s) for s in decisions["duckdb"].summaries.values()] == \
+        [vars(s) for s in decisions["python"].summaries.values()]
+
+
+def test_auto_picks_duckdb_for_large_snapshots_with_campaigns_and_state(snapshot, monkeypatch, tmp_path):
+    import memberrules.engine.duckdb_engine as duckdb_engine
+
+    rules = check_rule_set(RULES).rule_set
+    assert rules.campaigns
+    monkeypatch.setattr(duckdb_engine, "AUTO_MIN_MEMBERS", 1_000)
+    assert choose_engine("auto", rules, snapshot, tmp_path / "state.db") == "duckdb"
+    monkeypatch.setattr(duckdb_engine, "AUTO_MIN_MEMBERS", 10_000)
+    assert choose_engine("auto", rules, snapshot, tmp_path / "state.db") == "python"

@@ -557,7 +557,7 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
     counts = _Counts(rules)
     began = time.perf_counter()
     if rules.campaigns or state is not None:
-        return _evaluate_campaigns(check, stream, counts, timings, as_of, out=out, fmt=fmt, state=state,
+        return _evaluate_campaigns(check, stream, counts, timings, out=out, fmt=fmt, state=state,
                                    on_bad_row=on_bad_row, dry_run=dry_run)
     # The rows stay Arrow batches from the query to the file: no Python value per cell.
     sources: dict = {}
@@ -587,7 +587,7 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
     return EvaluateOutcome(check, report)
 
 
-def _evaluate_campaigns(check, stream: DuckDBStream, counts: _Counts, timings: dict[str, float], as_of: datetime, *,
+def _evaluate_campaigns(check, stream: DuckDBStream, counts: _Counts, timings: dict[str, float], *,
                         out: Path, fmt: str, state: Path | None, on_bad_row: str, dry_run: bool):
     """The rest of `evaluate_rules_duckdb` for a rule set with campaigns, or with a state file."""
     from .campaigns_sql import write_outputs_duckdb

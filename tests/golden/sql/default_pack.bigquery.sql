@@ -16,28 +16,14 @@ WITH orders_per_member AS (
         NULL
       )
     ) AS BIGNUMERIC) AS `_mr_orders_sum_3`,
-    MAX(
-      IF(
-        (
-          `e`.`placed_at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(2592000000000 AS INT64) MICROSECOND)
-        )
-        AND (
-          NOT (
-            `e`.`placed_at` IS NULL
-          )
-        ),
-        `e`.`placed_at`,
-        NULL
-      )
-    ) AS `_mr_orders_last_4`,
-    CAST(COUNT(*) AS INT64) AS `_mr_orders_count_5`,
+    CAST(COUNT(*) AS INT64) AS `_mr_orders_count_4`,
     CAST(SUM(
       IF(
         `e`.`placed_at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(7776000000000 AS INT64) MICROSECOND),
         `e`.`amount`,
         NULL
       )
-    ) AS BIGNUMERIC) AS `_mr_orders_sum_6`,
+    ) AS BIGNUMERIC) AS `_mr_orders_sum_5`,
     CAST(SUM(
       IF(
         (
@@ -46,10 +32,10 @@ WITH orders_per_member AS (
         `e`.`amount`,
         NULL
       )
-    ) AS BIGNUMERIC) AS `_mr_orders_sum_7`,
+    ) AS BIGNUMERIC) AS `_mr_orders_sum_6`,
     CAST(COUNTIF(
       `e`.`placed_at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(2592000000000 AS INT64) MICROSECOND)
-    ) AS INT64) AS `_mr_orders_count_11`
+    ) AS INT64) AS `_mr_orders_count_10`
   FROM `orders` AS e
   WHERE
     `e`.`placed_at` <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP)
@@ -65,7 +51,7 @@ WITH orders_per_member AS (
       AND (
         `e`.`type` IN ('read', 'login')
       )
-    ) AS INT64) AS `_mr_events_count_8`,
+    ) AS INT64) AS `_mr_events_count_7`,
     CAST(COUNTIF(
       (
         `e`.`at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(2592000000000 AS INT64) MICROSECOND)
@@ -73,7 +59,7 @@ WITH orders_per_member AS (
       AND (
         `e`.`type` IN ('search', 'add_to_cart', 'share')
       )
-    ) AS INT64) AS `_mr_events_count_9`,
+    ) AS INT64) AS `_mr_events_count_8`,
     CAST(COUNTIF(
       (
         `e`.`at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(2592000000000 AS INT64) MICROSECOND)
@@ -81,13 +67,21 @@ WITH orders_per_member AS (
       AND (
         `e`.`type` = 'interact'
       )
-    ) AS INT64) AS `_mr_events_count_10`,
+    ) AS INT64) AS `_mr_events_count_9`,
     CAST(COUNTIF(
       (
         `e`.`at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(7776000000000 AS INT64) MICROSECOND)
       )
       AND (
         `e`.`type` = 'share'
+      )
+    ) AS INT64) AS `_mr_events_count_11`,
+    CAST(COUNTIF(
+      (
+        `e`.`at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(7776000000000 AS INT64) MICROSECOND)
+      )
+      AND (
+        `e`.`type` = 'refer'
       )
     ) AS INT64) AS `_mr_events_count_12`,
     CAST(COUNTIF(
@@ -97,15 +91,7 @@ WITH orders_per_member AS (
       AND (
         `e`.`type` = 'refer'
       )
-    ) AS INT64) AS `_mr_events_count_13`,
-    CAST(COUNTIF(
-      (
-        `e`.`at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(7776000000000 AS INT64) MICROSECOND)
-      )
-      AND (
-        `e`.`type` = 'refer'
-      )
-    ) AS INT64) AS `_mr_events_count_14`
+    ) AS INT64) AS `_mr_events_count_13`
   FROM `events` AS e
   WHERE
     `e`.`at` <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP)
@@ -128,7 +114,7 @@ WITH orders_per_member AS (
           `e`.`expires_at` <= TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL (CAST(259200000000 AS INT64)) MICROSECOND)
         )
       )
-    ) AS INT64) AS `_mr_benefits_count_15`,
+    ) AS INT64) AS `_mr_benefits_count_14`,
     CAST(COUNTIF(
       (
         (
@@ -142,7 +128,7 @@ WITH orders_per_member AS (
           `e`.`expires_at` > CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP)
         )
       )
-    ) AS INT64) AS `_mr_benefits_count_16`
+    ) AS INT64) AS `_mr_benefits_count_15`
   FROM `benefits` AS e
   WHERE
     `e`.`granted_at` <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP)
@@ -164,19 +150,18 @@ WITH orders_per_member AS (
     `orders_per_member`.`_mr_orders_last_1` AS `_mr_orders_last_1`,
     COALESCE(`orders_per_member`.`_mr_orders_count_2`, CAST(0 AS INT64)) AS `_mr_orders_count_2`,
     COALESCE(`orders_per_member`.`_mr_orders_sum_3`, CAST(0 AS BIGNUMERIC)) AS `_mr_orders_sum_3`,
-    `orders_per_member`.`_mr_orders_last_4` AS `_mr_orders_last_4`,
-    COALESCE(`orders_per_member`.`_mr_orders_count_5`, CAST(0 AS INT64)) AS `_mr_orders_count_5`,
+    COALESCE(`orders_per_member`.`_mr_orders_count_4`, CAST(0 AS INT64)) AS `_mr_orders_count_4`,
+    COALESCE(`orders_per_member`.`_mr_orders_sum_5`, CAST(0 AS BIGNUMERIC)) AS `_mr_orders_sum_5`,
     COALESCE(`orders_per_member`.`_mr_orders_sum_6`, CAST(0 AS BIGNUMERIC)) AS `_mr_orders_sum_6`,
-    COALESCE(`orders_per_member`.`_mr_orders_sum_7`, CAST(0 AS BIGNUMERIC)) AS `_mr_orders_sum_7`,
-    COALESCE(`orders_per_member`.`_mr_orders_count_11`, CAST(0 AS INT64)) AS `_mr_orders_count_11`,
+    COALESCE(`orders_per_member`.`_mr_orders_count_10`, CAST(0 AS INT64)) AS `_mr_orders_count_10`,
+    COALESCE(`events_per_member`.`_mr_events_count_7`, CAST(0 AS INT64)) AS `_mr_events_count_7`,
     COALESCE(`events_per_member`.`_mr_events_count_8`, CAST(0 AS INT64)) AS `_mr_events_count_8`,
     COALESCE(`events_per_member`.`_mr_events_count_9`, CAST(0 AS INT64)) AS `_mr_events_count_9`,
-    COALESCE(`events_per_member`.`_mr_events_count_10`, CAST(0 AS INT64)) AS `_mr_events_count_10`,
+    COALESCE(`events_per_member`.`_mr_events_count_11`, CAST(0 AS INT64)) AS `_mr_events_count_11`,
     COALESCE(`events_per_member`.`_mr_events_count_12`, CAST(0 AS INT64)) AS `_mr_events_count_12`,
     COALESCE(`events_per_member`.`_mr_events_count_13`, CAST(0 AS INT64)) AS `_mr_events_count_13`,
-    COALESCE(`events_per_member`.`_mr_events_count_14`, CAST(0 AS INT64)) AS `_mr_events_count_14`,
-    COALESCE(`benefits_per_member`.`_mr_benefits_count_15`, CAST(0 AS INT64)) AS `_mr_benefits_count_15`,
-    COALESCE(`benefits_per_member`.`_mr_benefits_count_16`, CAST(0 AS INT64)) AS `_mr_benefits_count_16`
+    COALESCE(`benefits_per_member`.`_mr_benefits_count_14`, CAST(0 AS INT64)) AS `_mr_benefits_count_14`,
+    COALESCE(`benefits_per_member`.`_mr_benefits_count_15`, CAST(0 AS INT64)) AS `_mr_benefits_count_15`
   FROM `member` AS m
   LEFT JOIN orders_per_member AS orders_per_member
     ON `orders_per_member`.`_mr_key` = `m`.`member_id`
@@ -194,23 +179,16 @@ WITH orders_per_member AS (
     ) AS INT64) AS `recency_days`,
     CAST(`_mr_orders_count_2` AS INT64) AS `frequency`,
     CAST(`_mr_orders_sum_3` AS BIGNUMERIC) AS `monetary`,
-    CAST(CAST((
-      CAST(DATE_DIFF(
-        CAST(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP) AS DATE),
-        CAST(`_mr_orders_last_4` AS DATE),
-        DAY
-      ) AS INT64) * 0
-    ) AS INT64) + 1 AS INT64) AS `rfm_buyer`,
-    CAST(`_mr_orders_count_5` AS INT64) AS `orders_total`,
-    CAST(`_mr_orders_sum_6` AS BIGNUMERIC) AS `spend_90d`,
-    CAST(`_mr_orders_sum_7` AS BIGNUMERIC) AS `spend_today`,
-    CAST(`_mr_events_count_8` AS INT64) AS `light_events`,
-    CAST(`_mr_events_count_9` AS INT64) AS `medium_events`,
-    CAST(CAST(`_mr_events_count_10` AS INT64) + `_mr_orders_count_11` AS INT64) AS `core_events`,
-    CAST(`_mr_events_count_12` AS INT64) AS `recent_shares`,
-    CAST(`_mr_events_count_13` AS INT64) AS `recent_referrals`,
-    CAST(CAST(CAST(1 AS BIGNUMERIC) * CAST(`_mr_orders_sum_6` AS BIGNUMERIC) AS BIGNUMERIC) + CAST((
-      CAST(50 AS INT64) * `_mr_events_count_14`
+    CAST(`_mr_orders_count_4` AS INT64) AS `orders_total`,
+    CAST(`_mr_orders_sum_5` AS BIGNUMERIC) AS `spend_90d`,
+    CAST(`_mr_orders_sum_6` AS BIGNUMERIC) AS `spend_today`,
+    CAST(`_mr_events_count_7` AS INT64) AS `light_events`,
+    CAST(`_mr_events_count_8` AS INT64) AS `medium_events`,
+    CAST(CAST(`_mr_events_count_9` AS INT64) + `_mr_orders_count_10` AS INT64) AS `core_events`,
+    CAST(`_mr_events_count_11` AS INT64) AS `recent_shares`,
+    CAST(`_mr_events_count_12` AS INT64) AS `recent_referrals`,
+    CAST(CAST(CAST(1 AS BIGNUMERIC) * CAST(`_mr_orders_sum_5` AS BIGNUMERIC) AS BIGNUMERIC) + CAST((
+      CAST(50 AS INT64) * `_mr_events_count_13`
     ) AS BIGNUMERIC) AS BIGNUMERIC) AS `growth_90d`,
     CAST(DATE_DIFF(
       CAST(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP) AS DATE),
@@ -361,8 +339,8 @@ WITH orders_per_member AS (
       CAST(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP) AS DATE),
       DAY
     ) AS INT64) AS `days_to_birthday`,
-    CAST(`_mr_benefits_count_15` AS INT64) AS `benefits_expiring_soon`,
-    CAST(`_mr_benefits_count_16` AS INT64) AS `benefits_unclaimed`,
+    CAST(`_mr_benefits_count_14` AS INT64) AS `benefits_expiring_soon`,
+    CAST(`_mr_benefits_count_15` AS INT64) AS `benefits_unclaimed`,
     COALESCE((
       (
         `opted_in_sms` OR `opted_in_push`
@@ -460,44 +438,36 @@ WITH orders_per_member AS (
     ) AS INT64) AS `r_score`,
     CAST(COALESCE(
       CASE
-        WHEN (
-          CAST(`frequency` AS INT64) * `rfm_buyer`
-        ) IS NULL
+        WHEN CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END IS NULL
         THEN CAST(NULL AS INT64)
         ELSE CAST(DIV(
           (
             (
-              5 * CAST(COUNT(CAST(`frequency` AS INT64) * `rfm_buyer`) OVER (
-                ORDER BY CAST(`frequency` AS INT64) * `rfm_buyer` ASC
+              5 * CAST(COUNT(CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END) OVER (
+                ORDER BY CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END ASC
                 RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
               ) AS INT64)
-            ) + CAST(COUNT(CAST(`frequency` AS INT64) * `rfm_buyer`) OVER () AS INT64)
+            ) + CAST(COUNT(CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END) OVER () AS INT64)
           ) - 1,
-          CAST(COUNT(CAST(`frequency` AS INT64) * `rfm_buyer`) OVER () AS INT64)
+          CAST(COUNT(CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END) OVER () AS INT64)
         ) AS INT64)
       END,
       1
     ) AS INT64) AS `f_score`,
     CAST(COALESCE(
       CASE
-        WHEN CAST(CAST(`monetary` AS BIGNUMERIC) * CAST(`rfm_buyer` AS BIGNUMERIC) AS BIGNUMERIC) IS NULL
+        WHEN CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END IS NULL
         THEN CAST(NULL AS INT64)
         ELSE CAST(DIV(
           (
             (
-              5 * CAST(COUNT(
-                CAST(CAST(`monetary` AS BIGNUMERIC) * CAST(`rfm_buyer` AS BIGNUMERIC) AS BIGNUMERIC)
-              ) OVER (
-                ORDER BY CAST(CAST(`monetary` AS BIGNUMERIC) * CAST(`rfm_buyer` AS BIGNUMERIC) AS BIGNUMERIC) ASC
+              5 * CAST(COUNT(CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END) OVER (
+                ORDER BY CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END ASC
                 RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
               ) AS INT64)
-            ) + CAST(COUNT(
-              CAST(CAST(`monetary` AS BIGNUMERIC) * CAST(`rfm_buyer` AS BIGNUMERIC) AS BIGNUMERIC)
-            ) OVER () AS INT64)
+            ) + CAST(COUNT(CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END) OVER () AS INT64)
           ) - 1,
-          CAST(COUNT(
-            CAST(CAST(`monetary` AS BIGNUMERIC) * CAST(`rfm_buyer` AS BIGNUMERIC) AS BIGNUMERIC)
-          ) OVER () AS INT64)
+          CAST(COUNT(CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END) OVER () AS INT64)
         ) AS INT64)
       END,
       1

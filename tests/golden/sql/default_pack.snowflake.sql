@@ -24,25 +24,7 @@ WITH orders_per_member AS (
         NULL
       )
     ) AS DECIMAL(38, 18)) AS "_mr_orders_sum_3",
-    MAX(
-      IFF(
-        (
-          "e"."placed_at" > TIMESTAMPADD(
-            MICROSECOND,
-            -CAST(2592000000000 AS BIGINT),
-            CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
-          )
-        )
-        AND (
-          NOT (
-            "e"."placed_at" IS NULL
-          )
-        ),
-        "e"."placed_at",
-        NULL
-      )
-    ) AS "_mr_orders_last_4",
-    CAST(COUNT(*) AS BIGINT) AS "_mr_orders_count_5",
+    CAST(COUNT(*) AS BIGINT) AS "_mr_orders_count_4",
     CAST(SUM(
       IFF(
         "e"."placed_at" > TIMESTAMPADD(
@@ -53,7 +35,7 @@ WITH orders_per_member AS (
         "e"."amount",
         NULL
       )
-    ) AS DECIMAL(38, 18)) AS "_mr_orders_sum_6",
+    ) AS DECIMAL(38, 18)) AS "_mr_orders_sum_5",
     CAST(SUM(
       IFF(
         (
@@ -62,14 +44,14 @@ WITH orders_per_member AS (
         "e"."amount",
         NULL
       )
-    ) AS DECIMAL(38, 18)) AS "_mr_orders_sum_7",
+    ) AS DECIMAL(38, 18)) AS "_mr_orders_sum_6",
     CAST(COUNT_IF(
       "e"."placed_at" > TIMESTAMPADD(
         MICROSECOND,
         -CAST(2592000000000 AS BIGINT),
         CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
       )
-    ) AS BIGINT) AS "_mr_orders_count_11"
+    ) AS BIGINT) AS "_mr_orders_count_10"
   FROM "orders" AS e
   WHERE
     "e"."placed_at" <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
@@ -89,7 +71,7 @@ WITH orders_per_member AS (
       AND (
         "e"."type" IN ('read', 'login')
       )
-    ) AS BIGINT) AS "_mr_events_count_8",
+    ) AS BIGINT) AS "_mr_events_count_7",
     CAST(COUNT_IF(
       (
         "e"."at" > TIMESTAMPADD(
@@ -101,7 +83,7 @@ WITH orders_per_member AS (
       AND (
         "e"."type" IN ('search', 'add_to_cart', 'share')
       )
-    ) AS BIGINT) AS "_mr_events_count_9",
+    ) AS BIGINT) AS "_mr_events_count_8",
     CAST(COUNT_IF(
       (
         "e"."at" > TIMESTAMPADD(
@@ -113,7 +95,7 @@ WITH orders_per_member AS (
       AND (
         "e"."type" = 'interact'
       )
-    ) AS BIGINT) AS "_mr_events_count_10",
+    ) AS BIGINT) AS "_mr_events_count_9",
     CAST(COUNT_IF(
       (
         "e"."at" > TIMESTAMPADD(
@@ -124,6 +106,18 @@ WITH orders_per_member AS (
       )
       AND (
         "e"."type" = 'share'
+      )
+    ) AS BIGINT) AS "_mr_events_count_11",
+    CAST(COUNT_IF(
+      (
+        "e"."at" > TIMESTAMPADD(
+          MICROSECOND,
+          -CAST(7776000000000 AS BIGINT),
+          CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
+        )
+      )
+      AND (
+        "e"."type" = 'refer'
       )
     ) AS BIGINT) AS "_mr_events_count_12",
     CAST(COUNT_IF(
@@ -137,19 +131,7 @@ WITH orders_per_member AS (
       AND (
         "e"."type" = 'refer'
       )
-    ) AS BIGINT) AS "_mr_events_count_13",
-    CAST(COUNT_IF(
-      (
-        "e"."at" > TIMESTAMPADD(
-          MICROSECOND,
-          -CAST(7776000000000 AS BIGINT),
-          CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
-        )
-      )
-      AND (
-        "e"."type" = 'refer'
-      )
-    ) AS BIGINT) AS "_mr_events_count_14"
+    ) AS BIGINT) AS "_mr_events_count_13"
   FROM "events" AS e
   WHERE
     "e"."at" <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
@@ -176,7 +158,7 @@ WITH orders_per_member AS (
           )
         )
       )
-    ) AS BIGINT) AS "_mr_benefits_count_15",
+    ) AS BIGINT) AS "_mr_benefits_count_14",
     CAST(COUNT_IF(
       (
         (
@@ -190,7 +172,7 @@ WITH orders_per_member AS (
           "e"."expires_at" > CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
         )
       )
-    ) AS BIGINT) AS "_mr_benefits_count_16"
+    ) AS BIGINT) AS "_mr_benefits_count_15"
   FROM "benefits" AS e
   WHERE
     "e"."granted_at" <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
@@ -212,19 +194,18 @@ WITH orders_per_member AS (
     "orders_per_member"."_mr_orders_last_1" AS "_mr_orders_last_1",
     COALESCE("orders_per_member"."_mr_orders_count_2", CAST(0 AS BIGINT)) AS "_mr_orders_count_2",
     COALESCE("orders_per_member"."_mr_orders_sum_3", CAST(0 AS DECIMAL(38, 18))) AS "_mr_orders_sum_3",
-    "orders_per_member"."_mr_orders_last_4" AS "_mr_orders_last_4",
-    COALESCE("orders_per_member"."_mr_orders_count_5", CAST(0 AS BIGINT)) AS "_mr_orders_count_5",
+    COALESCE("orders_per_member"."_mr_orders_count_4", CAST(0 AS BIGINT)) AS "_mr_orders_count_4",
+    COALESCE("orders_per_member"."_mr_orders_sum_5", CAST(0 AS DECIMAL(38, 18))) AS "_mr_orders_sum_5",
     COALESCE("orders_per_member"."_mr_orders_sum_6", CAST(0 AS DECIMAL(38, 18))) AS "_mr_orders_sum_6",
-    COALESCE("orders_per_member"."_mr_orders_sum_7", CAST(0 AS DECIMAL(38, 18))) AS "_mr_orders_sum_7",
-    COALESCE("orders_per_member"."_mr_orders_count_11", CAST(0 AS BIGINT)) AS "_mr_orders_count_11",
+    COALESCE("orders_per_member"."_mr_orders_count_10", CAST(0 AS BIGINT)) AS "_mr_orders_count_10",
+    COALESCE("events_per_member"."_mr_events_count_7", CAST(0 AS BIGINT)) AS "_mr_events_count_7",
     COALESCE("events_per_member"."_mr_events_count_8", CAST(0 AS BIGINT)) AS "_mr_events_count_8",
     COALESCE("events_per_member"."_mr_events_count_9", CAST(0 AS BIGINT)) AS "_mr_events_count_9",
-    COALESCE("events_per_member"."_mr_events_count_10", CAST(0 AS BIGINT)) AS "_mr_events_count_10",
+    COALESCE("events_per_member"."_mr_events_count_11", CAST(0 AS BIGINT)) AS "_mr_events_count_11",
     COALESCE("events_per_member"."_mr_events_count_12", CAST(0 AS BIGINT)) AS "_mr_events_count_12",
     COALESCE("events_per_member"."_mr_events_count_13", CAST(0 AS BIGINT)) AS "_mr_events_count_13",
-    COALESCE("events_per_member"."_mr_events_count_14", CAST(0 AS BIGINT)) AS "_mr_events_count_14",
-    COALESCE("benefits_per_member"."_mr_benefits_count_15", CAST(0 AS BIGINT)) AS "_mr_benefits_count_15",
-    COALESCE("benefits_per_member"."_mr_benefits_count_16", CAST(0 AS BIGINT)) AS "_mr_benefits_count_16"
+    COALESCE("benefits_per_member"."_mr_benefits_count_14", CAST(0 AS BIGINT)) AS "_mr_benefits_count_14",
+    COALESCE("benefits_per_member"."_mr_benefits_count_15", CAST(0 AS BIGINT)) AS "_mr_benefits_count_15"
   FROM "member" AS m
   LEFT JOIN orders_per_member AS orders_per_member
     ON "orders_per_member"."_mr_key" = "m"."member_id"
@@ -242,23 +223,16 @@ WITH orders_per_member AS (
     ) AS BIGINT) AS "recency_days",
     CAST("_mr_orders_count_2" AS BIGINT) AS "frequency",
     CAST("_mr_orders_sum_3" AS DECIMAL(38, 18)) AS "monetary",
-    CAST(CAST((
-      CAST(DATEDIFF(
-        DAY,
-        CAST("_mr_orders_last_4" AS DATE),
-        CAST(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ) AS DATE)
-      ) AS BIGINT) * 0
-    ) AS BIGINT) + 1 AS BIGINT) AS "rfm_buyer",
-    CAST("_mr_orders_count_5" AS BIGINT) AS "orders_total",
-    CAST("_mr_orders_sum_6" AS DECIMAL(38, 18)) AS "spend_90d",
-    CAST("_mr_orders_sum_7" AS DECIMAL(38, 18)) AS "spend_today",
-    CAST("_mr_events_count_8" AS BIGINT) AS "light_events",
-    CAST("_mr_events_count_9" AS BIGINT) AS "medium_events",
-    CAST(CAST("_mr_events_count_10" AS BIGINT) + "_mr_orders_count_11" AS BIGINT) AS "core_events",
-    CAST("_mr_events_count_12" AS BIGINT) AS "recent_shares",
-    CAST("_mr_events_count_13" AS BIGINT) AS "recent_referrals",
-    CAST(CAST(CAST(1 AS DECIMAL(38, 0)) * CAST("_mr_orders_sum_6" AS DECIMAL(38, 18)) AS DECIMAL(38, 18)) + CAST((
-      CAST(50 AS BIGINT) * "_mr_events_count_14"
+    CAST("_mr_orders_count_4" AS BIGINT) AS "orders_total",
+    CAST("_mr_orders_sum_5" AS DECIMAL(38, 18)) AS "spend_90d",
+    CAST("_mr_orders_sum_6" AS DECIMAL(38, 18)) AS "spend_today",
+    CAST("_mr_events_count_7" AS BIGINT) AS "light_events",
+    CAST("_mr_events_count_8" AS BIGINT) AS "medium_events",
+    CAST(CAST("_mr_events_count_9" AS BIGINT) + "_mr_orders_count_10" AS BIGINT) AS "core_events",
+    CAST("_mr_events_count_11" AS BIGINT) AS "recent_shares",
+    CAST("_mr_events_count_12" AS BIGINT) AS "recent_referrals",
+    CAST(CAST(CAST(1 AS DECIMAL(38, 0)) * CAST("_mr_orders_sum_5" AS DECIMAL(38, 18)) AS DECIMAL(38, 18)) + CAST((
+      CAST(50 AS BIGINT) * "_mr_events_count_13"
     ) AS DECIMAL(38, 18)) AS DECIMAL(38, 18)) AS "growth_90d",
     CAST(DATEDIFF(
       DAY,
@@ -388,8 +362,8 @@ WITH orders_per_member AS (
         )
       END
     ) AS BIGINT) AS "days_to_birthday",
-    CAST("_mr_benefits_count_15" AS BIGINT) AS "benefits_expiring_soon",
-    CAST("_mr_benefits_count_16" AS BIGINT) AS "benefits_unclaimed",
+    CAST("_mr_benefits_count_14" AS BIGINT) AS "benefits_expiring_soon",
+    CAST("_mr_benefits_count_15" AS BIGINT) AS "benefits_unclaimed",
     COALESCE((
       (
         "opted_in_sms" OR "opted_in_push"
@@ -493,75 +467,61 @@ WITH orders_per_member AS (
     ) AS BIGINT) AS "r_score",
     CAST(COALESCE(
       CASE
-        WHEN (
-          CAST("frequency" AS BIGINT) * "rfm_buyer"
-        ) IS NULL
+        WHEN CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END IS NULL
         THEN CAST(NULL AS BIGINT)
         ELSE CAST(CAST((
           (
             (
               (
-                5 * CAST(COUNT(CAST("frequency" AS BIGINT) * "rfm_buyer") OVER (
-                  ORDER BY CAST("frequency" AS BIGINT) * "rfm_buyer" ASC
+                5 * CAST(COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER (
+                  ORDER BY CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END ASC
                   RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
                 ) AS BIGINT)
-              ) + CAST(COUNT(CAST("frequency" AS BIGINT) * "rfm_buyer") OVER () AS BIGINT)
+              ) + CAST(COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER () AS BIGINT)
             ) - 1
           ) - (
             (
               (
                 (
-                  5 * CAST(COUNT(CAST("frequency" AS BIGINT) * "rfm_buyer") OVER (
-                    ORDER BY CAST("frequency" AS BIGINT) * "rfm_buyer" ASC
+                  5 * CAST(COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER (
+                    ORDER BY CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END ASC
                     RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
                   ) AS BIGINT)
-                ) + CAST(COUNT(CAST("frequency" AS BIGINT) * "rfm_buyer") OVER () AS BIGINT)
+                ) + CAST(COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER () AS BIGINT)
               ) - 1
-            ) % CAST(COUNT(CAST("frequency" AS BIGINT) * "rfm_buyer") OVER () AS BIGINT)
+            ) % CAST(COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER () AS BIGINT)
           )
-        ) / CAST(COUNT(CAST("frequency" AS BIGINT) * "rfm_buyer") OVER () AS BIGINT) AS DECIMAL(38, 0)) AS BIGINT)
+        ) / CAST(COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER () AS BIGINT) AS DECIMAL(38, 0)) AS BIGINT)
       END,
       1
     ) AS BIGINT) AS "f_score",
     CAST(COALESCE(
       CASE
-        WHEN CAST(CAST("monetary" AS DECIMAL(38, 18)) * CAST("rfm_buyer" AS DECIMAL(38, 0)) AS DECIMAL(38, 18)) IS NULL
+        WHEN CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END IS NULL
         THEN CAST(NULL AS BIGINT)
         ELSE CAST(CAST((
           (
             (
               (
-                5 * CAST(COUNT(
-                  CAST(CAST("monetary" AS DECIMAL(38, 18)) * CAST("rfm_buyer" AS DECIMAL(38, 0)) AS DECIMAL(38, 18))
-                ) OVER (
-                  ORDER BY CAST(CAST("monetary" AS DECIMAL(38, 18)) * CAST("rfm_buyer" AS DECIMAL(38, 0)) AS DECIMAL(38, 18)) ASC
+                5 * CAST(COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER (
+                  ORDER BY CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END ASC
                   RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
                 ) AS BIGINT)
-              ) + CAST(COUNT(
-                CAST(CAST("monetary" AS DECIMAL(38, 18)) * CAST("rfm_buyer" AS DECIMAL(38, 0)) AS DECIMAL(38, 18))
-              ) OVER () AS BIGINT)
+              ) + CAST(COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER () AS BIGINT)
             ) - 1
           ) - (
             (
               (
                 (
-                  5 * CAST(COUNT(
-                    CAST(CAST("monetary" AS DECIMAL(38, 18)) * CAST("rfm_buyer" AS DECIMAL(38, 0)) AS DECIMAL(38, 18))
-                  ) OVER (
-                    ORDER BY CAST(CAST("monetary" AS DECIMAL(38, 18)) * CAST("rfm_buyer" AS DECIMAL(38, 0)) AS DECIMAL(38, 18)) ASC
+                  5 * CAST(COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER (
+                    ORDER BY CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END ASC
                     RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
                   ) AS BIGINT)
-                ) + CAST(COUNT(
-                  CAST(CAST("monetary" AS DECIMAL(38, 18)) * CAST("rfm_buyer" AS DECIMAL(38, 0)) AS DECIMAL(38, 18))
-                ) OVER () AS BIGINT)
+                ) + CAST(COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER () AS BIGINT)
               ) - 1
-            ) % CAST(COUNT(
-              CAST(CAST("monetary" AS DECIMAL(38, 18)) * CAST("rfm_buyer" AS DECIMAL(38, 0)) AS DECIMAL(38, 18))
-            ) OVER () AS BIGINT)
+            ) % CAST(COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER () AS BIGINT)
           )
-        ) / CAST(COUNT(
-          CAST(CAST("monetary" AS DECIMAL(38, 18)) * CAST("rfm_buyer" AS DECIMAL(38, 0)) AS DECIMAL(38, 18))
-        ) OVER () AS BIGINT) AS DECIMAL(38, 0)) AS BIGINT)
+        ) / CAST(COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER () AS BIGINT) AS DECIMAL(38, 0)) AS BIGINT)
       END,
       1
     ) AS BIGINT) AS "m_score",

@@ -263,6 +263,18 @@ def _when_values(ctx: _Context, campaign: CheckedCampaign, state: MemberState) -
     return seen
 
 
+def _canonical(value: object) -> object:
+    """Decimals as the result files write them (`20.5`, not `20.50`): a template prints the
+    same text whichever engine computed the value (the SQL engine's scale is not the data's)."""
+    if isinstance(value, Decimal):
+        return Decimal(decimal_text(value))
+    if isinstance(value, dict):
+        return {name: _canonical(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
 def _template_context(ctx: _Context, campaign: CheckedCampaign, state: MemberState, key: object) -> dict:
     rules = ctx.rules
     values = state.values
@@ -285,7 +297,7 @@ def _template_context(ctx: _Context, campaign: CheckedCampaign, state: MemberSta
                      "segments": sorted(previous.segments) if previous else []},
         "as_of": state.as_of, "campaign": campaign.name,
     })
-    return context
+    return {name: _canonical(value) for name, value in context.items()}
 
 
 # -- the decision ------------------------------------------------------------------------------------

@@ -98,3 +98,40 @@ def test_auto_picks_duckdb_for_large_snapshots_with_campaigns_and_state(snapshot
     assert choose_engine("auto", rules, snapshot, tmp_path / "state.db") == "duckdb"
     monkeypatch.setattr(duckdb_engine, "AUTO_MIN_MEMBERS", 10_000)
     assert choose_engine("auto", rules, snapshot, tmp_path / "state.db") == "python"
+
+
+TRANSITIONS = """\
+campaigns:
+  welcome_to_vip:
+    on: entered high_value
+    action: {channel: in_app, template: "welcome {{ member.name }}"}
+  left_the_nudge:
+    on: left benefit_expiring
+    action: {channel: in_app, template: "gap {{ gap }}"}
+  went_silent:
+    on: class lifecycle from active to silent
+    action: {channel: in_app, template: "{{ recency_days }} days"}
+  first_purchase:
+    on: first_order
+    action: {channel: in_app, template: "{{ orders_total }} order(s), {{ monetary }} spent"}
+"""
+
+
+def test_segment_class_and_first_order_transitions_give_the_same_actions(snapshot, tmp_path):
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("*.test.yaml"))
+    (rules / "transitions.yaml").write_text(TRANSITIONS, encoding="utf-8")
+    days = ["2026-10-20", "2026-11-20"]  # a month apart: members fall silent, buy for the first time
+    for engine in ("python", "duckdb"):
+        for day in days:
+            outcome = evaluate_rules_with(engine)(rules, snapshot, as_of=day,
+                                                  out=tmp_path / engine / day / "results.jsonl",
+                                                  state=tmp_path / f"{engine}.db")
+            assert outcome.report is not None, outcome.check.diagnostics
+    python = (tmp_path / "python" / days[1] / "actions.jsonl").read_text()
+    assert (tmp_path / "duckdb" / days[1] / "actions.jsonl").read_text() == python
+    for campaign in ("welcome_to_vip", "left_the_nudge", "went_silent", "first_purchase"):
+        assert f'{{"campaign":"{campaign}"' in python, campaign
+    assert _state(tmp_path / "duckdb.db") == _state(tmp_path / "python.db")

@@ -154,9 +154,23 @@ class RuleSet(Strict):
 SECTIONS = tuple(field.alias or name for name, field in RuleSet.model_fields.items())
 
 
+def _text_as_written(node: object) -> None:
+    """validate reads `points: 100` or `when: true` as the text written (shape.py), so wherever a
+    rule file takes plain text the schema accepts a YAML number or bool too."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not ({"enum", "pattern", "format", "const"} & node.keys()):
+            node["type"] = ["string", "number", "boolean"]
+        for value in node.values():
+            _text_as_written(value)
+    elif isinstance(node, list):
+        for value in node:
+            _text_as_written(value)
+
+
 def json_schema() -> dict:
     """JSON Schema of one rule file (every section optional, since files are merged)."""
     schema = RuleSet.model_json_schema(by_alias=True)
+    _text_as_written(schema)
     schema.pop("required", None)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "memberrules rule file"

@@ -79,3 +79,16 @@ def test_the_same_broken_files_fail_validate_too(tmp_path):
             if not text.startswith("schema:") else text, encoding="utf-8")
         result = CliRunner().invoke(main, ["validate", str(directory)])
         assert result.exit_code == 1, name
+
+
+def test_numbers_and_bools_written_for_text_pass_the_schema_as_they_pass_validate(schema_file, tmp_path):
+    # YAML reads `points: 100` and `when: true` as a number and a bool; validate takes the text.
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(
+        "schema:\n  member: {key: member_id, fields: {member_id: string}}\n"
+        "metrics:\n  bonus: 10\n"
+        "segments:\n  everyone: true\n"
+        "campaigns:\n  c:\n    when: true\n    action: {channel: points, points: 100}\n", encoding="utf-8")
+    assert run_check(schema_file, rules / "rules.yaml").returncode == 0
+    assert CliRunner().invoke(main, ["validate", str(rules)]).exit_code == 0

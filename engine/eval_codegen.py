@@ -422,7 +422,9 @@ class ExprCompiler:
         operand = self.expr(node.operand)
         if not _nullable(node.operand):
             return "True" if node.negated else "False"
-        return f"({operand} is {'not ' if node.negated else ''}None)"
+        # Through a name: `5 is None` (a folded operand) is a SyntaxWarning in Python.
+        value = self.tmp()
+        return f"(({value} := {operand}) is {'not ' if node.negated else ''}None)"
 
     # -- functions ------------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -100,12 +103,16 @@ def json_strings(array: pa.Array) -> pa.Array:
 def decimal_texts(array: pa.Array) -> pa.Array:
     """Arrow decimals as results.decimal_text writes them: `120.5`, `0`, `-0.25`, never an exponent."""
     text = array.cast(pa.string())
-    text = pc.replace_substring_regex(text, r"^-?0E[-+]?[0-9]+$", "0")
-    text = pc.replace_substring_regex(text, r"(\.[0-9]*[1-9])0+$|\.0+$", r"\1")
+    if array.type.scale <= 0:
+        return text
+    # Arrow writes zero as `0E-18` and values below 1e-6 in scientific notation; the rest plainly.
+    zero = pc.starts_with(text, "0E")
+    text = pc.if_else(zero, "0", pc.utf8_rtrim(pc.utf8_rtrim(text, "0"), "."))
     scientific = pc.fill_null(pc.match_substring(text, "E"), False)
     if pc.any(scientific).as_py():
-        # Tiny values (below 1e-6) come out of Arrow in scientific notation; only those go through Decimal.
-        fixed = [decimal_text(Decimal(v)) for v in pc.filter(text, scientific).to_pylist()]
+        # Only these few go through Decimal (the scientific text is Arrow's, untouched by the trims).
+        original = pc.filter(array, scientific).cast(pa.string()).to_pylist()
+        fixed = [decimal_text(Decimal(v)) for v in original]
         text = pc.replace_with_mask(text, scientific, pa.array(fixed, pa.string()))
     return text
 
@@ -326,13 +333,27 @@ def write_batches(batches: Iterable[pa.RecordBatch], columns: list[Column], path
                 header = io.StringIO()
                 csv.writer(header, lineterminator="\n").writerow([column.name for column in columns])
                 out.write(header.getvalue().encode("utf-8"))
-            for batch in batches:
-                if on_batch is not None:
-                    on_batch(batch)
-                if batch.num_rows:
-                    _write_strings(out, format_lines(batch, columns, tz, sources))
-                    count += batch.num_rows
+            for rows, lines in _in_parallel(batches, lambda b: format_lines(b, columns, tz, sources), on_batch):
+                _write_strings(out, lines)
+                count += rows
     return count
+
+
+def _in_parallel(batches: Iterable[pa.RecordBatch], work: Callable, on_batch) -> Iterable[tuple[int, object]]:
+    """(rows, work(part)) for consecutive parts of each non-empty batch, in order. The parts of one
+    batch are worked on at once (pyarrow.compute releases the GIL), but never while the next batch is
+    fetched: DuckDB's Arrow stream slows down many times over when Python threads run beside it."""
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers, thread_name_prefix="memberrules-format") as pool:
+        for batch in batches:
+            if on_batch is not None:
+                on_batch(batch)
+            if not batch.num_rows:
+                continue
+            step = -(-batch.num_rows // workers)
+            parts = [batch.slice(start, step) for start in range(0, batch.num_rows, step)]
+            for part, result in zip(parts, pool.map(work, parts)):
+                yield part.num_rows, result
 
 
 def _write_parquet(batches, columns, temp: Path, tz: ZoneInfo, sources, on_batch) -> int:
@@ -342,14 +363,12 @@ def _write_parquet(batches, columns, temp: Path, tz: ZoneInfo, sources, on_batch
     pending: list[pa.RecordBatch] = []
     pending_rows = count = 0
     with pq.ParquetWriter(temp, schema) as writer:
-        for batch in batches:
-            if on_batch is not None:
-                on_batch(batch)
-            if not batch.num_rows:
-                continue
-            pending.append(pa.record_batch(parquet_arrays(batch, columns, tz, sources), schema=schema))
-            pending_rows += batch.num_rows
-            count += batch.num_rows
+        typed = _in_parallel(batches, lambda b: pa.record_batch(parquet_arrays(b, columns, tz, sources),
+                                                                 schema=schema), on_batch)
+        for rows, batch in typed:
+            pending.append(batch)
+            pending_rows += rows
+            count += rows
             while pending_rows >= PARQUET_ROW_GROUP:
                 table = pa.Table.from_batches(pending, schema)
                 writer.write_table(table.slice(0, PARQUET_ROW_GROUP), row_group_size=PARQUET_ROW_GROUP)

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, Context, Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -305,10 +305,14 @@ def arrow_type(type_: t.Type, tz: ZoneInfo):
             "duration": pa.duration("s")}.get(kind, pa.string())
 
 
+_QUANTIZE_CONTEXT = Context(prec=60, rounding=ROUND_DOWN)
+
+
 def _arrow_value(type_: t.Type, tz: ZoneInfo) -> Callable[[object], object]:
     kind = type_.kind
     if kind == "decimal":
-        return lambda v: None if v is None else Decimal(v).quantize(_DECIMAL_QUANTUM, rounding=ROUND_DOWN)
+        # Wide enough for 38 digits: the default 28-digit context fails on 1e10 at 18 places.
+        return lambda v: None if v is None else Decimal(v).quantize(_DECIMAL_QUANTUM, context=_QUANTIZE_CONTEXT)
     if kind == "duration":
         return lambda v: None if v is None else timedelta(seconds=_duration_seconds(v))  # type: ignore[arg-type]
     if kind in t.SCALAR_KINDS or kind == "list":
@@ -324,8 +328,8 @@ def _write_parquet(rows, columns, temp: Path, tz: ZoneInfo) -> int:
     arrays = []
     for column in columns:
         convert = _arrow_value(column.type, tz)
-        values = [convert(row[column.name]) for row in rows]
         try:
+            values = [convert(row[column.name]) for row in rows]
             arrays.append(pa.array(values, type=arrow_type(column.type, tz)))
         except (pa.ArrowInvalid, pa.ArrowTypeError, ArithmeticError) as error:
             raise DiagnosticError([Diagnostic(

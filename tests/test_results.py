@@ -18,6 +18,7 @@ from memberrules.engine import types as t
 from memberrules.engine.check import check_rule_set
 from memberrules.engine.results import (Column, decimal_text, jsonl_lines, rejects_path, result_columns,
                                         write_rejects, write_rows)
+from memberrules.engine.errors import DiagnosticError
 from memberrules.engine.snapshot import RejectedRow
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -84,6 +85,16 @@ def test_parquet_columns_are_typed(tmp_path):
     assert rows[0]["money"] == Decimal("120.5") and rows[1]["money"] is None
     assert rows[0]["at"] == ROW["at"]
     assert rows[0]["segments"] == ["vip", "新"] and rows[0]["wait"] == timedelta(days=1, hours=2)
+
+
+def test_parquet_keeps_large_decimals_exact_and_refuses_what_does_not_fit(tmp_path):
+    columns = [Column("member_id", t.STRING), Column("money", t.DECIMAL)]
+    out = tmp_path / "r.parquet"
+    write_rows([{"member_id": "m1", "money": Decimal("12345678901.25")}], columns, out, "parquet", TZ)
+    assert pq.read_table(out).to_pylist()[0]["money"] == Decimal("12345678901.25")
+    with pytest.raises(DiagnosticError) as raised:  # decimal128(38, 18) holds 20 digits before the point
+        write_rows([{"member_id": "m1", "money": Decimal("1e25")}], columns, tmp_path / "s.parquet", "parquet", TZ)
+    assert raised.value.diagnostics[0].code == "MR591"
 
 
 def test_writing_twice_gives_identical_bytes(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, TemplateSyntaxError, meta
 
 from . import ast
 from .check import CheckedCampaign, CheckedRuleSet, Trigger
@@ -32,7 +33,7 @@ from .eval import CompiledRuleSet, Evaluation, MemberState
 from .eval_codegen import is_invariant
 from .results import atomic_path, decimal_text
 from .state import LedgerEntry, Previous, PreviousState, StateStore, idempotency_key
-from .templates import render
+from .templates import environment, render
 
 # How many template failures are reported before giving up on the run.
 _MAX_TEMPLATE_PROBLEMS = 20
@@ -297,7 +298,19 @@ def _template_context(ctx: _Context, campaign: CheckedCampaign, state: MemberSta
                      "segments": sorted(previous.segments) if previous else []},
         "as_of": state.as_of, "campaign": campaign.name,
     })
-    return {name: _canonical(value) for name, value in context.items()}
+    names = _template_names(campaign.template) if campaign.template is not None else None
+    return {name: _canonical(value) for name, value in context.items() if names is None or name in names}
+
+
+@functools.lru_cache(maxsize=1024)
+def _template_names(text: str) -> frozenset[str] | None:
+    """The top-level names a template reads (None: all of them, when it does not parse here).
+    A template sees nothing else, so leaving the rest out of its context (and not canonicalising
+    every metric for every message) renders the same text."""
+    try:
+        return frozenset(meta.find_undeclared_variables(environment().parse(text)))
+    except TemplateSyntaxError:
+        return None
 
 
 # -- the decision ------------------------------------------------------------------------------------
@@ -366,7 +379,11 @@ def decide_actions(rules: CheckedRuleSet, compiled: CompiledRuleSet, evaluation:
         if campaign.window is not None and not campaign.window.contains(as_of, tz):
             summaries[name].window_closed = True
             continue
-        for i, state in enumerate(states):
+        # The DuckDB engine's candidates know which members SQL already found possible for each
+        # campaign: _match still decides, on those only (the same offers, in the same order).
+        positions = evaluation.candidates(name) if hasattr(evaluation, "candidates") else range(len(states))
+        for i in positions:
+            state = states[i]
             key = state.member[key_field]
             seen = _match(ctx, campaign, state, key)
             if seen is None:

@@ -116,6 +116,11 @@ class _Candidates:
     as_of: dt.datetime
     states: list[MemberState]
     key: str
+    # campaign → positions in `states` whose SQL match is true (a superset of what _match keeps)
+    matches: dict[str, list[int]] = field(default_factory=dict)
+
+    def candidates(self, campaign: str) -> list[int]:
+        return self.matches.get(campaign, [])
 
     def state(self, member: object) -> MemberState:
         for state in self.states:
@@ -258,12 +263,19 @@ class _Run:
         open_ = [i for i, c in enumerate(rules.campaigns.values())
                  if c.window is None or c.window.contains(self.as_of, self.tz)]
         where = " OR ".join(_q(f"{PREFIX}match_{i}") for i in open_) or "FALSE"
-        names = ", ".join(_q(name) for name, _ in self.columns)
+        flags = [(f"{PREFIX}match_{i}", list(rules.campaigns)[i]) for i in open_]
+        wanted = self.columns + [(column, t.BOOL) for column, _ in flags]
+        names = ", ".join(_q(name) for name, _ in self.columns) + "".join(f", {_q(column)}" for column, _ in flags)
         states = []
+        matches: dict[str, list[int]] = {name: [] for _, name in flags}
         for batch in iter_query(con, f"SELECT {names} FROM {_q(ROWS)} WHERE {where} ORDER BY {_q(key)}",
-                                self.columns, self.tz):
-            states += [self.state(row) for row in batch]
-        candidates = _Candidates(self.as_of, states, key)
+                                wanted, self.tz):
+            for row in batch:
+                for column, name in flags:
+                    if row.pop(column) is not False:  # NULL stays a candidate: Python decides
+                        matches[name].append(len(states))
+                states.append(self.state(row))
+        candidates = _Candidates(self.as_of, states, key, matches)
         return decide_actions(rules, _SqlValues(self.plan), candidates, previous, history)  # type: ignore[arg-type]
 
     def state(self, row: dict) -> MemberState:

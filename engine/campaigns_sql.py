@@ -30,7 +30,8 @@ from .campaigns import Decision, actions_path, decide_actions, state_run
 from .check import CheckedRuleSet, Trigger
 from .eval import MemberState
 from .eval_codegen import is_invariant
-from .results import atomic_path, result_columns, write_rows
+from .results import atomic_path, result_columns
+from .results_arrow import write_batches
 from .sql import PREFIX, compile_sql
 from .state import LedgerEntry, Previous, PreviousState
 
@@ -289,28 +290,43 @@ class _Run:
         values.update((name, name in segments) for name in rules.segments)
         return MemberState(member, {}, values, self.as_of, {}, {name: p.value for name, p in rules.params.items()})
 
-    def rows(self, on_batch: Callable[[list[dict]], list[dict]]) -> Iterator[dict]:
-        """Every result row in key order (plus `count(orders)`), keeping what the state file records."""
-        from .duckdb_engine import iter_query
+    def batches(self, on_batch: Callable[[object], None] | None) -> Iterator[object]:
+        """Every result row in key order as Arrow record batches (plus `count(orders)`), keeping
+        what the state file records; only the columns it records become Python values."""
+        from .duckdb_engine import _converter, _decimals
 
         rules = self.rules
         result = [c for c in self.columns[:len(result_columns(rules))]]
         wanted = result + ([(ORDERS, self.plan.extra[ORDERS].type or t.INT)] if rules.order_count is not None else [])
         names = ", ".join(_q(name) for name, _ in wanted)
         query = f"SELECT {names} FROM {_q(ROWS)} ORDER BY {_q(rules.member.key)}"
+        types = dict(wanted)
         key = rules.member.key
-        for batch in iter_query(self.con, query, wanted, self.tz):
-            for row in on_batch(batch):
-                self.kept.append((str(row[key]), PreviousState(
-                    row["tier"] if rules.tiers is not None else None,
-                    {name: row[name] for name in rules.classes}, frozenset(row["segments"]),
-                    row.get(ORDERS) if rules.order_count is not None else None)))
-                yield row
+
+        def values(batch, name: str) -> list:
+            type_ = types[name]
+            cells = _decimals(batch.column(name)) if type_.kind == "decimal" else batch.column(name).to_pylist()
+            convert = _converter(type_, self.tz)
+            return cells if convert is None else [None if v is None else convert(v) for v in cells]
+
+        for batch in self.con.sql(query).to_arrow_reader(100_000):
+            if on_batch is not None:
+                on_batch(batch)
+            n = batch.num_rows
+            keys = values(batch, key)
+            tiers = values(batch, "tier") if rules.tiers is not None else [None] * n
+            classes = [(name, values(batch, name)) for name in rules.classes]
+            segments = values(batch, "segments")
+            orders = values(batch, ORDERS) if rules.order_count is not None else [None] * n
+            for i in range(n):
+                self.kept.append((str(keys[i]), PreviousState(
+                    tiers[i], {name: cells[i] for name, cells in classes}, frozenset(segments[i]), orders[i])))
+            yield batch
 
 
 def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[str, str], *, results: Path,
                          fmt: str, state: Path | None = None, dry_run: bool = False,
-                         on_batch: Callable[[list[dict]], list[dict]] = lambda batch: batch
+                         on_batch: Callable[[object], None] | None = None
                          ) -> tuple[Decision, int, Path | None]:
     """campaigns.write_outputs on DuckDB: evaluate with the campaign columns, decide, write, record.
 
@@ -320,7 +336,7 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
         as_of: the evaluation instant, in the rule set's timezone.
         results: the results file; actions.jsonl goes beside it.
         state: the state file, as for the Python engine (docs/STATE.md).
-        on_batch: sees every batch of result rows (the summary's counts).
+        on_batch: sees every Arrow record batch of result rows (the summary's counts).
 
     Returns:
         The decision, the number of result rows written, and the actions file (None without
@@ -335,7 +351,7 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
         if dry_run:
             with state_run(rules, as_of, state, run.decide, lambda: run.kept, lambda: len(run.kept),
                            dry_run=True) as decision:
-                for _ in run.rows(on_batch):
+                for _ in run.batches(on_batch):
                     pass
             return decision, 0, None
         actions_file = actions_path(results) if rules.campaigns else None
@@ -345,7 +361,9 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
             actions_temp = outputs.enter_context(atomic_path(actions_file)) if actions_file else None
             decision = outputs.enter_context(state_run(rules, as_of, state, run.decide, lambda: run.kept,
                                                        lambda: len(run.kept)))
-            written = write_rows(run.rows(on_batch), columns, results_temp, fmt, tz)
+            # The rows stay Arrow batches from the query to the file, as without campaigns.
+            written = write_batches(run.batches(None), columns, results_temp, fmt, tz, dict(run.columns),
+                                    on_batch=on_batch)
             if actions_temp is not None:
                 with open(actions_temp, "w", encoding="utf-8", newline="\n") as out:
                     out.write(decision.jsonl(tz))

@@ -599,7 +599,7 @@ def _evaluate_campaigns(check, stream: DuckDBStream, counts: _Counts, timings: d
     try:
         decision, written, actions_file = write_outputs_duckdb(
             rules, stream.con, stream.as_of, stream.views.names, results=out, fmt=fmt, state=state,
-            dry_run=dry_run, on_batch=counts.add)
+            dry_run=dry_run, on_batch=counts.add_arrow)
     finally:
         stream.close()
     rejects_file = None

@@ -119,8 +119,14 @@ def dumps(value: object, tz: ZoneInfo) -> str:
     >>> dumps({"a": Decimal("120.50"), "b": [dt.date(2026, 1, 2)], "c": None}, ZoneInfo("UTC"))
     '{"a":120.5,"b":["2026-01-02"],"c":null}'
     """
-    if value is None or value is True or value is False or isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _json_string(value)  # what json.dumps(value, ensure_ascii=False) returns
     if isinstance(value, int):
         return str(value)
     if isinstance(value, Decimal):
@@ -134,12 +140,15 @@ def dumps(value: object, tz: ZoneInfo) -> str:
     if isinstance(value, dt.timedelta):
         return str(int(value.total_seconds()))
     if isinstance(value, Mapping):
-        return "{" + ",".join(json.dumps(str(k), ensure_ascii=False) + ":" + dumps(v, tz)
+        return "{" + ",".join(_json_string(str(k)) + ":" + dumps(v, tz)
                               for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple, set, frozenset)):
         items = sorted(value) if isinstance(value, (set, frozenset)) else value
         return "[" + ",".join(dumps(v, tz) for v in items) + "]"
-    return json.dumps(str(value), ensure_ascii=False)
+    return _json_string(str(value))
+
+
+_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 # -- one member against one campaign ---------------------------------------------------------------
@@ -277,29 +286,47 @@ def _canonical(value: object) -> object:
 
 
 def _template_context(ctx: _Context, campaign: CheckedCampaign, state: MemberState, key: object) -> dict:
+    """What a template sees: params, then metrics, classes and segments by name, then the fixed
+    names below (a later kind wins a clash). Only the names the template reads are computed."""
     rules = ctx.rules
     values = state.values
-    context: dict[str, object] = dict(state.params)
-    context.update({name: values.get(name) for name in rules.metrics})
-    context.update({name: values.get(name) for name in rules.classes})
-    context.update({name: bool(values.get(name)) for name in rules.segments})
-    earned, keep_gap = ctx.tier_standing(state)
-    previous = ctx.previous_of(key)
-    context.update({
-        "member": dict(state.member),
-        "tier": values.get("tier"), "next_tier": values.get("next_tier"), "tier_gap": values.get("tier_gap"),
-        "gap": values.get("tier_gap"), "earned_tier": earned, "keep_gap": keep_gap,
-        "current_tier": state.member.get(rules.tiers.current) if rules.tiers and rules.tiers.current else None,
-        "classes": {name: values.get(name) for name in rules.classes},
-        "segments": [name for name in rules.segments if values.get(name)],
+
+    def previous() -> dict:
+        before = ctx.previous_of(key)
         # Always a map, so `{{ previous.tier }}` prints nothing (rather than failing) when unknown.
-        "previous": {"tier": ctx.previous_tier(state, key),
-                     "classes": {name: (previous.classes.get(name) if previous else None) for name in rules.classes},
-                     "segments": sorted(previous.segments) if previous else []},
-        "as_of": state.as_of, "campaign": campaign.name,
-    })
+        return {"tier": ctx.previous_tier(state, key),
+                "classes": {name: (before.classes.get(name) if before else None) for name in rules.classes},
+                "segments": sorted(before.segments) if before else []}
+
+    fixed: dict[str, Callable[[], object]] = {
+        "member": lambda: dict(state.member),
+        "tier": lambda: values.get("tier"), "next_tier": lambda: values.get("next_tier"),
+        "tier_gap": lambda: values.get("tier_gap"), "gap": lambda: values.get("tier_gap"),
+        "earned_tier": lambda: ctx.tier_standing(state)[0], "keep_gap": lambda: ctx.tier_standing(state)[1],
+        "current_tier": lambda: (state.member.get(rules.tiers.current)
+                                 if rules.tiers and rules.tiers.current else None),
+        "classes": lambda: {name: values.get(name) for name in rules.classes},
+        "segments": lambda: [name for name in rules.segments if values.get(name)],
+        "previous": previous,
+        "as_of": lambda: state.as_of, "campaign": lambda: campaign.name,
+    }
     names = _template_names(campaign.template) if campaign.template is not None else None
-    return {name: _canonical(value) for name, value in context.items() if names is None or name in names}
+    if names is None:
+        names = frozenset(state.params) | set(rules.metrics) | set(rules.classes) | set(rules.segments) | set(fixed)
+    context: dict[str, object] = {}
+    for name in names:
+        if name in fixed:
+            value = fixed[name]()
+        elif name in rules.segments:
+            value = bool(values.get(name))
+        elif name in rules.classes or name in rules.metrics:
+            value = values.get(name)
+        elif name in state.params:
+            value = state.params[name]
+        else:
+            continue  # not a name templates see: StrictUndefined reports it
+        context[name] = _canonical(value)
+    return context
 
 
 @functools.lru_cache(maxsize=1024)

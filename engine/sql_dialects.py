@@ -301,7 +301,9 @@ RULES: dict[str, Rules] = {
         lambda a, b: _exact_multiple_div(a, b, scale_type="NUMBER(38, 0)"), unscaled=_unscaled_product,
         set_time_zone=_set_time_zone_snowflake),
     "postgres": Rules(
-        "postgres", "NUMERIC", _postgres_int_div, make_date=_make_date_postgres, iso_dow=_iso_dow_extract,
+        # Not bare NUMERIC: type strings are read as DuckDB's, where NUMERIC means DECIMAL(18, 3)
+        # (numeric field overflow on a real server). 1000 digits is Postgres's own maximum.
+        "postgres", "DECIMAL(1000, 0)", _postgres_int_div, make_date=_make_date_postgres, iso_dow=_iso_dow_extract,
         day_of_year=_day_of_year_extract),
     "trino": Rules(
         "trino", "DECIMAL(38, 0)",

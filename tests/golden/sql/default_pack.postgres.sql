@@ -396,11 +396,11 @@ WITH orders_per_member AS (
       SELECT
         CAST(CAST(DIV(
           (
-            CAST(TRUNC(CAST(SUM("monetary") AS DECIMAL(38, 18))) AS DECIMAL(18, 3)) * CAST(1000000000000000000 AS DECIMAL(18, 3))
+            CAST(TRUNC(CAST(SUM("monetary") AS DECIMAL(38, 18))) AS DECIMAL(1000, 0)) * CAST(1000000000000000000 AS DECIMAL(1000, 0))
           ) + CAST((
             CAST(SUM("monetary") AS DECIMAL(38, 18)) - TRUNC(CAST(SUM("monetary") AS DECIMAL(38, 18)))
-          ) * CAST(1000000000000000000 AS DECIMAL(18, 3)) AS DECIMAL(18, 3)),
-          NULLIF(CAST(COUNT("monetary") AS DECIMAL(18, 3)), 0)
+          ) * CAST(1000000000000000000 AS DECIMAL(1000, 0)) AS DECIMAL(1000, 0)),
+          NULLIF(CAST(COUNT("monetary") AS DECIMAL(1000, 0)), 0)
         ) AS DECIMAL(38, 0)) * CAST('0.000000000000000001' AS DECIMAL(38, 18)) AS DECIMAL(38, 18))
       FROM step1_metrics_segments
       WHERE
@@ -667,7 +667,7 @@ WITH orders_per_member AS (
                 WHEN 3
                 THEN CAST(20000 AS BIGINT)
               END
-            ) AS DECIMAL(18, 3)) * CAST(1000000000000000000 AS DECIMAL(18, 3)),
+            ) AS DECIMAL(1000, 0)) * CAST(1000000000000000000 AS DECIMAL(1000, 0)),
             NULLIF(
               CAST(CASE "_mr_tier_index"
                 WHEN 0
@@ -676,7 +676,7 @@ WITH orders_per_member AS (
                 THEN CAST(4000 AS BIGINT)
                 WHEN 2
                 THEN CAST(15000 AS BIGINT)
-              END AS DECIMAL(18, 3)),
+              END AS DECIMAL(1000, 0)),
               0
             )
           ),
@@ -765,24 +765,24 @@ WITH orders_per_member AS (
                   WHEN 2
                   THEN CAST(20000 AS BIGINT)
                 END - "_mr_tier_by"
-              END AS DECIMAL(18, 3)) * CAST(1000000000000000000 AS DECIMAL(18, 3))
+              END AS DECIMAL(1000, 0)) * CAST(1000000000000000000 AS DECIMAL(1000, 0))
             ) * 90
           ) + (
             (
               (
-                CAST(TRUNC(CAST("_mr_tier_earned" AS DECIMAL(38, 18))) AS DECIMAL(18, 3)) * CAST(1000000000000000000 AS DECIMAL(18, 3))
+                CAST(TRUNC(CAST("_mr_tier_earned" AS DECIMAL(38, 18))) AS DECIMAL(1000, 0)) * CAST(1000000000000000000 AS DECIMAL(1000, 0))
               ) + CAST((
                 CAST("_mr_tier_earned" AS DECIMAL(38, 18)) - TRUNC(CAST("_mr_tier_earned" AS DECIMAL(38, 18)))
-              ) * CAST(1000000000000000000 AS DECIMAL(18, 3)) AS DECIMAL(18, 3))
+              ) * CAST(1000000000000000000 AS DECIMAL(1000, 0)) AS DECIMAL(1000, 0))
             ) * 1
           )
         ) - 1,
         (
           (
-            CAST(TRUNC(CAST("_mr_tier_earned" AS DECIMAL(38, 18))) AS DECIMAL(18, 3)) * CAST(1000000000000000000 AS DECIMAL(18, 3))
+            CAST(TRUNC(CAST("_mr_tier_earned" AS DECIMAL(38, 18))) AS DECIMAL(1000, 0)) * CAST(1000000000000000000 AS DECIMAL(1000, 0))
           ) + CAST((
             CAST("_mr_tier_earned" AS DECIMAL(38, 18)) - TRUNC(CAST("_mr_tier_earned" AS DECIMAL(38, 18)))
-          ) * CAST(1000000000000000000 AS DECIMAL(18, 3)) AS DECIMAL(18, 3))
+          ) * CAST(1000000000000000000 AS DECIMAL(1000, 0)) AS DECIMAL(1000, 0))
         ) * 1
       ) AS BIGINT)
       ELSE CAST(NULL AS BIGINT)

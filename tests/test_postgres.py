@@ -54,9 +54,13 @@ class Postgres:
         return done.stdout
 
 
+# initdb refuses root: as root the server runs as the `postgres` OS user, otherwise as us.
+AS_ROOT = os.geteuid() == 0
+
+
 def _as_postgres(*command: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["runuser", "-u", "postgres", "--", *command], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    prefix = ["runuser", "-u", "postgres", "--"] if AS_ROOT else []
+    return subprocess.run([*prefix, *command], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def _free_port() -> int:
@@ -68,19 +72,21 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def postgres():
     missing = [str(PG_BIN / b) for b in ("initdb", "pg_ctl", "postgres") if not (PG_BIN / b).exists()]
-    if missing or shutil.which("psql") is None or shutil.which("runuser") is None:
+    if missing or shutil.which("psql") is None or (AS_ROOT and shutil.which("runuser") is None):
         pytest.skip(f"PostgreSQL 15 is not installed here (missing: {', '.join(missing) or 'psql/runuser'})")
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.skip("no `postgres` OS user to run the server as (initdb refuses root)")
+    if AS_ROOT:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("no `postgres` OS user to run the server as (initdb refuses root)")
     # Not under pytest's tmp_path: its parents are private to root and the server user must reach it.
     home = Path(tempfile.mkdtemp(prefix="memberrules-pg-"))
     try:
         for sub in ("data", "sock"):
             (home / sub).mkdir()
         for path in (home, home / "data", home / "sock"):
-            shutil.chown(path, "postgres", "postgres")
+            if AS_ROOT:
+                shutil.chown(path, "postgres", "postgres")
         init = _as_postgres(str(PG_BIN / "initdb"), "-D", str(home / "data"), "-A", "trust", "-U", "postgres",
                             "-E", "UTF8", "--locale=C", "--no-sync", cwd=home)
         assert init.returncode == 0, init.stderr

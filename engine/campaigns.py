@@ -166,6 +166,8 @@ class _Context:
     points: dict[str, Callable[[MemberState], object]]
     order_count: Callable[[MemberState], object] | None
     tier_by: Callable[[MemberState], object] | None
+    # campaign → what its condition reads, as (name, value of a state): walked once per run, not per member
+    reads: dict[str, list[tuple[str, Callable[[MemberState], object]]]] = field(default_factory=dict)
 
     def previous_of(self, member: object) -> PreviousState | None:
         if self.previous is None:
@@ -258,19 +260,29 @@ def _when_values(ctx: _Context, campaign: CheckedCampaign, state: MemberState) -
     """The values a campaign's condition read, by name (aggregates by their text)."""
     if campaign.when is None:
         return {}
-    seen: dict[str, object] = {}
+    reads = ctx.reads.get(campaign.name)
+    if reads is None:
+        reads = ctx.reads[campaign.name] = _condition_reads(ctx, campaign.when)
+    return {name: read(state) for name, read in reads}
+
+
+def _condition_reads(ctx: _Context, when: ast.Expr) -> list[tuple[str, Callable[[MemberState], object]]]:
+    """(name, how to read its value) for each value a condition reads, in the order it reads them;
+    a name read twice keeps its first place (as a dict filled in that order would)."""
+    reads: list[tuple[str, Callable[[MemberState], object]]] = []
     current = ctx.rules.tiers.current if ctx.rules.tiers else None
-    for node in ast.walk(campaign.when):
+    for node in ast.walk(when):
         if isinstance(node, ast.Name) and node.ref not in ("param", "as_of", "event", None):
+            name = node.name
             if node.ref == "member":
-                seen[node.name] = state.member.get(node.name)
+                reads.append((name, lambda state, name=name: state.member.get(name)))
             elif node.ref == "current_tier":
-                seen[node.name] = state.member.get(current) if current else None
+                reads.append((name, lambda state: state.member.get(current) if current else None))
             else:
-                seen[node.name] = state.values.get(node.name)
+                reads.append((name, lambda state, name=name: state.values.get(name)))
         elif isinstance(node, (ast.EventAggregate, ast.Ranking, ast.Call)) and not is_invariant(node):
-            seen[ast.to_source(node)] = ctx.compiled.expr_function(node)(state)
-    return seen
+            reads.append((ast.to_source(node), ctx.compiled.expr_function(node)))
+    return reads
 
 
 def _canonical(value: object) -> object:

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from json.encoder import encode_basestring
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -37,7 +35,7 @@ from .eval_codegen import is_invariant, population_key
 from .eval_runtime import Ranks
 from .explain_words import (FLIPPED, Change, NEGATED, count_words, duration_words, needed_change, rows_of, show,
                             show_duration, show_number, singular, truth)
-from .results import decimal_text
+from .results import json_value
 from .snapshot import find_table_files, parse_value, read_snapshot
 
 # Names whose values an explanation lists next to a rule (as_of is in the heading).
@@ -927,26 +925,6 @@ def explanation_dict(explanation: Explanation) -> dict:
     }
 
 
-def _json_leaf(value: object, tz) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, Decimal)):
-        return decimal_text(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else "null"
-    if isinstance(value, dt.datetime):
-        return encode_basestring(value.astimezone(tz).isoformat())
-    if isinstance(value, dt.date):
-        return encode_basestring(value.isoformat())
-    if isinstance(value, dt.timedelta):
-        return str(value.days * 86400 + value.seconds)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_json_leaf(item, tz) for item in value) + "]"
-    return encode_basestring(str(value))
-
-
 def _json_text(value: object, tz, indent: str) -> str:
     inner = indent + "  "
     if isinstance(value, dict):
@@ -956,7 +934,7 @@ def _json_text(value: object, tz, indent: str) -> str:
         return "{\n" + ",\n".join(items) + "\n" + indent + "}"
     if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
         return "[\n" + ",\n".join(inner + _json_text(item, tz, inner) for item in value) + "\n" + indent + "]"
-    return _json_leaf(value, tz)
+    return json_value(value, tz)
 
 
 def render_json(explanation: Explanation) -> str:

@@ -89,7 +89,7 @@ def json_encoder(type_: t.Type, tz: ZoneInfo) -> Callable[[object], str]:
         return '"' + (value if value.tzinfo is tz else value.astimezone(tz)).isoformat() + '"'
 
     def dynamic(value: object) -> str:
-        return _dynamic_json(value, tz)
+        return json_value(value, tz)
 
     encoders: dict[str, Callable[[object], str]] = {
         "string": _encode_string, "int": str, "decimal": decimal_text, "float": _float_text,  # type: ignore[dict-item]
@@ -109,7 +109,7 @@ def json_encoder(type_: t.Type, tz: ZoneInfo) -> Callable[[object], str]:
     return encode_or_null
 
 
-def _dynamic_json(value: object, tz: ZoneInfo) -> str:
+def json_value(value: object, tz: ZoneInfo) -> str:
     """JSON text of a value whose type the column does not fix."""
     if value is None:
         return "null"
@@ -128,7 +128,7 @@ def _dynamic_json(value: object, tz: ZoneInfo) -> str:
     if isinstance(value, timedelta):
         return str(_duration_seconds(value))
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_dynamic_json(x, tz) for x in value) + "]"
+        return "[" + ",".join(json_value(x, tz) for x in value) + "]"
     return _encode_string(str(value))
 
 
@@ -189,7 +189,7 @@ def csv_encoder(type_: t.Type, tz: ZoneInfo) -> Callable[[object], str]:
             return ""
         if isinstance(value, str):
             return value
-        return _dynamic_json(value, tz)
+        return json_value(value, tz)
     return dynamic
 
 
@@ -317,7 +317,7 @@ def _arrow_value(type_: t.Type, tz: ZoneInfo) -> Callable[[object], object]:
         return lambda v: None if v is None else timedelta(seconds=_duration_seconds(v))  # type: ignore[arg-type]
     if kind in t.SCALAR_KINDS or kind == "list":
         return lambda v: v
-    return lambda v: None if v is None else _dynamic_json(v, tz).strip('"')
+    return lambda v: None if v is None else json_value(v, tz).strip('"')
 
 
 def _write_parquet(rows, columns, temp: Path, tz: ZoneInfo) -> int:

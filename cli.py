@@ -133,17 +133,14 @@ def evaluate_command(rules: Path, data_dir: Path, as_of: str | None, out: Path |
     """Evaluate RULES on the snapshot in --data: one result row per member, and a summary."""
     from rich.console import Console
 
+    from memberrules.engine.duckdb_engine import evaluate_rules_with
     from memberrules.engine.errors import DiagnosticError
-    from memberrules.engine.evaluate import (InputError, default_out, evaluate_rules, format_for,
-                                             render_summary)
+    from memberrules.engine.evaluate import InputError, default_out, format_for, render_summary
     from memberrules.engine.state import StateError
 
     fmt = format_for(out, fmt)
     out = out or default_out(fmt)
-    if engine != "python":
-        from memberrules.engine.duckdb_engine import evaluate_rules_with
-
-        evaluate_rules = evaluate_rules_with(engine)  # the same call, run by the engine asked for
+    evaluate_rules = evaluate_rules_with(engine)  # the same call, run by the engine asked for
     try:
         outcome = evaluate_rules(rules, data_dir, as_of=as_of, out=out, fmt=fmt, params=_parse_params(params),
                                  on_bad_row=on_bad_row, progress=_progress_bar(), state=state, dry_run=dry_run)

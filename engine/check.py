@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import ast
 from . import types as t
-from .check_expr import Context, ExprChecker, Symbol, Table
+from .check_expr import ExprChecker, Symbol, Table
 from .delivery import (Cap, CampaignWindow, ChannelPolicy, CheckedDelivery, parse_day, parse_time_range,
                        parse_weekday, template_problems)
 from .errors import Diagnostic, Span, did_you_mean, sort_key

@@ -264,20 +264,28 @@ class _Run:
         open_ = [i for i, c in enumerate(rules.campaigns.values())
                  if c.window is None or c.window.contains(self.as_of, self.tz)]
         where = " OR ".join(_q(f"{PREFIX}match_{i}") for i in open_) or "FALSE"
-        flags = [(f"{PREFIX}match_{i}", list(rules.campaigns)[i]) for i in open_]
-        wanted = self.columns + [(column, t.BOOL) for column, _ in flags]
-        names = ", ".join(_q(name) for name, _ in self.columns) + "".join(f", {_q(column)}" for column, _ in flags)
+        names = ", ".join(_q(name) for name, _ in self.columns)
         states = []
-        matches: dict[str, list[int]] = {name: [] for _, name in flags}
         for batch in iter_query(con, f"SELECT {names} FROM {_q(ROWS)} WHERE {where} ORDER BY {_q(key)}",
-                                wanted, self.tz):
-            for row in batch:
-                for column, name in flags:
-                    if row.pop(column) is not False:  # NULL stays a candidate: Python decides
-                        matches[name].append(len(states))
-                states.append(self.state(row))
-        candidates = _Candidates(self.as_of, states, key, matches)
+                                self.columns, self.tz):
+            states += [self.state(row) for row in batch]
+        candidates = _Candidates(self.as_of, states, key, self.matches(open_, where))
         return decide_actions(rules, _SqlValues(self.plan), candidates, previous, history)  # type: ignore[arg-type]
+
+    def matches(self, open_: list[int], where: str) -> dict[str, list[int]]:
+        """Campaign → the candidates' positions (in key order) its SQL match keeps; a NULL
+        match stays a candidate, for campaigns.py to decide."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        names = list(self.rules.campaigns)
+        flags = ", ".join(_q(f"{PREFIX}match_{i}") for i in open_)
+        if not flags:
+            return {}
+        table = self.con.sql(f"SELECT {flags} FROM {_q(ROWS)} WHERE {where} "
+                             f"ORDER BY {_q(self.rules.member.key)}").to_arrow_table()
+        return {names[i]: pc.indices_nonzero(pc.fill_null(table.column(f"{PREFIX}match_{i}"), pa.scalar(True)))
+                .to_pylist() for i in open_}
 
     def state(self, row: dict) -> MemberState:
         rules, plan = self.rules, self.plan
@@ -290,7 +298,7 @@ class _Run:
         values.update((name, name in segments) for name in rules.segments)
         return MemberState(member, {}, values, self.as_of, {}, {name: p.value for name, p in rules.params.items()})
 
-    def batches(self, on_batch: Callable[[object], None] | None) -> Iterator[object]:
+    def batches(self, on_batch: Callable[[object], None] | None, keep: bool = True) -> Iterator[object]:
         """Every result row in key order as Arrow record batches (plus `count(orders)`), keeping
         what the state file records; only the columns it records become Python values."""
         from .duckdb_engine import _converter, _decimals
@@ -312,6 +320,9 @@ class _Run:
         for batch in self.con.sql(query).to_arrow_reader(100_000):
             if on_batch is not None:
                 on_batch(batch)
+            if not keep:  # no state file records them
+                yield batch
+                continue
             n = batch.num_rows
             keys = values(batch, key)
             tiers = values(batch, "tier") if rules.tiers is not None else [None] * n
@@ -362,8 +373,8 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
             decision = outputs.enter_context(state_run(rules, as_of, state, run.decide, lambda: run.kept,
                                                        lambda: len(run.kept)))
             # The rows stay Arrow batches from the query to the file, as without campaigns.
-            written = write_batches(run.batches(None), columns, results_temp, fmt, tz, dict(run.columns),
-                                    on_batch=on_batch)
+            written = write_batches(run.batches(None, keep=state is not None), columns, results_temp, fmt, tz,
+                                    dict(run.columns), on_batch=on_batch)
             if actions_temp is not None:
                 with open(actions_temp, "w", encoding="utf-8", newline="\n") as out:
                     out.write(decision.jsonl(tz))

@@ -249,6 +249,10 @@ class _Run:
     plan: CampaignColumns
     kept: list[tuple[str, PreviousState]] = field(default_factory=list)
 
+    def __post_init__(self):
+        # One map for every candidate: campaigns.py only reads it.
+        self.params = {name: p.value for name, p in self.rules.params.items()}
+
     def decide(self, previous: Previous | None, history: list[LedgerEntry]) -> Decision:
         from .duckdb_engine import iter_query
 
@@ -296,7 +300,7 @@ class _Run:
         values.update((name, row[column]) for name, column in plan.metrics.items())
         segments = set(row["segments"])
         values.update((name, name in segments) for name in rules.segments)
-        return MemberState(member, {}, values, self.as_of, {}, {name: p.value for name, p in rules.params.items()})
+        return MemberState(member, {}, values, self.as_of, {}, self.params)
 
     def batches(self, on_batch: Callable[[object], None] | None, keep: bool = True) -> Iterator[object]:
         """Every result row in key order as Arrow record batches (plus `count(orders)`), keeping

@@ -288,11 +288,14 @@ def decide_delivery(offers: Iterable[Offer], history: Iterable[Sent], delivery: 
         by_member[offer.member].append(offer)
     verdicts: dict[tuple[str, str], Verdict] = {}
     accepted: list[Offer] = []
+    release: dict[str, dt.datetime] = {}  # channel → when its actions go out (one instant per run)
     for member in sorted(by_member):
         taken: dict[str, str] = {}
         sent_now: list[Sent] = []
         for offer in sorted(by_member[member], key=_priority_order):
-            send_at = release_time(as_of, delivery.policy(offer.channel).quiet_hours, tz)
+            send_at = release.get(offer.channel)
+            if send_at is None:
+                send_at = release[offer.channel] = release_time(as_of, delivery.policy(offer.channel).quiet_hours, tz)
             verdict = _member_rules(offer, send_at, past[member], sent_now, taken, delivery, tz)
             verdicts[(offer.campaign, member)] = verdict
             if verdict.sent:

@@ -32,6 +32,7 @@ from .eval import MemberState
 from .eval_codegen import is_invariant
 from .results import atomic_path, result_columns
 from .results_arrow import write_batches
+from .snapshot import paused_gc
 from .sql import PREFIX, compile_sql
 from .state import LedgerEntry, Previous, PreviousState
 
@@ -254,6 +255,12 @@ class _Run:
         self.params = {name: p.value for name, p in self.rules.params.items()}
 
     def decide(self, previous: Previous | None, history: list[LedgerEntry]) -> Decision:
+        # Hundreds of thousands of candidates, offers and actions: without the pause, cyclic
+        # collections walk every one of them again and again.
+        with paused_gc():
+            return self._decide(previous, history)
+
+    def _decide(self, previous: Previous | None, history: list[LedgerEntry]) -> Decision:
         from .duckdb_engine import iter_query
 
         rules, con = self.rules, self.con
@@ -380,7 +387,7 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
             written = write_batches(run.batches(None, keep=state is not None), columns, results_temp, fmt, tz,
                                     dict(run.columns), on_batch=on_batch)
             if actions_temp is not None:
-                with open(actions_temp, "w", encoding="utf-8", newline="\n") as out:
+                with open(actions_temp, "w", encoding="utf-8", newline="\n") as out, paused_gc():
                     out.write(decision.jsonl(tz))
         return decision, written, actions_file
     finally:

@@ -363,12 +363,9 @@ class _RuleSetChecker:
         self.metric_state[name] = "done"
 
     def check_condition(self, text: str, item: tuple[str, str], *path, warn_nulls: bool = True) -> ast.Expr | None:
-        expr = self.parse(text, *path)
-        if expr is None:
+        typed = self.check_value(text, item, *path)
+        if typed is None:
             return None
-        checker = self.expr_checker()
-        typed = checker.check(expr)
-        self.deps.setdefault(item, set()).update(checker.references)
         kind = typed.type.kind  # type: ignore[union-attr]
         if kind not in ("bool", "error", "null"):
             self.error("MR313", f"a condition must be true or false, got {typed.type}", typed.span,

@@ -534,21 +534,16 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
 
     Campaigns are decided as by the Python engine (campaigns_sql.py): their conditions run in
     the query, and the state file (`state`) is read and written in one transaction."""
-    from .evaluate import EvaluateOutcome, EvaluateReport, InputError, parse_as_of
+    from .evaluate import EvaluateOutcome, EvaluateReport, check_with_as_of
     from .results import rejects_path, result_columns, write_rejects
     from .results_arrow import write_batches
 
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    check = check_rule_set(rules_dir, params)
+    check, as_of = check_with_as_of(rules_dir, params, as_of)
     if check.rule_set is None:
         return EvaluateOutcome(check)
     rules = check.rule_set
-    if not isinstance(as_of, datetime):
-        try:
-            as_of = parse_as_of(as_of, rules.timezone)
-        except ValueError as error:
-            raise InputError(f"--as-of: {error}") from None
     columns = result_columns(rules)
     timings["compile"] = time.perf_counter() - began
     stream = DuckDBStream(rules, data_dir, as_of, on_bad_row)

@@ -126,6 +126,22 @@ class InputError(ValueError):
     """A bad option value noticed once the rule set is known (e.g. --as-of): exit 2."""
 
 
+def check_with_as_of(rules_dir: Path, params: dict[str, str] | None,
+                     as_of: datetime | str | None) -> tuple[CheckResult, datetime | None]:
+    """The checked rule set and the evaluation instant read in its timezone (None if it failed).
+
+    Raises:
+        InputError: --as-of is not a date or timestamp.
+    """
+    check = check_rule_set(rules_dir, params)
+    if check.rule_set is None or isinstance(as_of, datetime):
+        return check, as_of  # type: ignore[return-value]
+    try:
+        return check, parse_as_of(as_of, check.rule_set.timezone)
+    except ValueError as error:
+        raise InputError(f"--as-of: {error}") from None
+
+
 def evaluate_rules(rules_dir: Path, data_dir: Path, *, as_of: datetime | str | None, out: Path, fmt: str = "jsonl",
                    params: dict[str, str] | None = None, on_bad_row: str = "fail",
                    progress: Callable[[str, int], Callable[[int], None]] | None = None,
@@ -154,15 +170,10 @@ def evaluate_rules(rules_dir: Path, data_dir: Path, *, as_of: datetime | str | N
     """
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    check = check_rule_set(rules_dir, params)
+    check, as_of = check_with_as_of(rules_dir, params, as_of)
     if check.rule_set is None:
         return EvaluateOutcome(check)
     rules = check.rule_set
-    if not isinstance(as_of, datetime):
-        try:
-            as_of = parse_as_of(as_of, rules.timezone)
-        except ValueError as error:
-            raise InputError(f"--as-of: {error}") from None
     compiled = compile_rule_set(rules)
     columns = result_columns(rules)
     timings["compile"] = time.perf_counter() - began

@@ -67,15 +67,20 @@ def _date(types, args):
     return t.DATE.with_null(_nullable(types))
 
 
-def _coalesce(types, args):
-    _arity(types, 2, 99)
+def _common_type(types) -> t.Type:
+    """The one kind all arguments share (ints widen to decimals, as in arithmetic)."""
     result = types[0]
     for ty in types[1:]:
         combined = t.unify(result, ty)
         if combined is None:
             raise FunctionError(f"needs arguments of one kind, got {result} and {ty}")
         result = combined
-    return result.with_null(types[-1].nullable and all(ty.nullable for ty in types))
+    return result
+
+
+def _coalesce(types, args):
+    _arity(types, 2, 99)
+    return _common_type(types).with_null(all(ty.nullable for ty in types))
 
 
 def _nullif(types, args):
@@ -87,14 +92,9 @@ def _nullif(types, args):
 
 def _least_greatest(types, args):
     _arity(types, 2, 99)
-    result = types[0]
     for ty in types:
         _need(ty, t.ORDERED_KINDS, "values that can be ordered")
-        combined = t.unify(result, ty)
-        if combined is None:
-            raise FunctionError(f"needs arguments of one kind, got {result} and {ty}")
-        result = combined
-    return result.with_null(_nullable(types))
+    return _common_type(types).with_null(_nullable(types))
 
 
 def _round(types, args):

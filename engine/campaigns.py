@@ -27,6 +27,7 @@ from jinja2 import TemplateError, TemplateSyntaxError, meta
 
 from . import ast
 from .check import CheckedCampaign, CheckedRuleSet, Trigger
+from .actions_arrow import ActionBlock
 from .delivery import RULE_WORDS, RULES, Offer, Sent, Verdict, decide_delivery
 from .errors import Diagnostic, DiagnosticError
 from .eval import CompiledRuleSet, Evaluation, MemberState
@@ -36,7 +37,7 @@ from .state import LedgerEntry, Previous, PreviousState, StateStore, idempotency
 from .templates import environment, render
 
 # How many template failures are reported before giving up on the run.
-_MAX_TEMPLATE_PROBLEMS = 20
+MAX_TEMPLATE_PROBLEMS = 20
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class Decision:
     verdicts: dict[tuple[str, str], Verdict] = field(repr=False)
     matched: dict[tuple[str, str], dict] = field(repr=False)
     _why_not: Callable[[str, object], Reason] = field(repr=False)
+    # The DuckDB engine's actions, as Arrow columns per campaign (actions_arrow.py), instead of `actions`.
+    blocks: list[ActionBlock] = field(default_factory=list, repr=False)
 
     def reason(self, campaign: str, member: object) -> Reason:
         """Why `member` did or did not get `campaign`: condition false, no consent, cooldown until
@@ -107,7 +110,37 @@ class Decision:
         return self._why_not(campaign, member)
 
     def jsonl(self, tz: ZoneInfo) -> str:
+        if self.blocks:
+            return "".join(line for block in self.blocks for line in block.lines.to_pylist())
         return "".join(action.to_json(tz) + "\n" for action in self.actions)
+
+    def write_jsonl(self, out, tz: ZoneInfo) -> None:
+        """actions.jsonl's bytes, to a file opened in binary mode."""
+        if self.blocks:
+            for block in self.blocks:
+                block.write(out)
+        else:
+            out.write(self.jsonl(tz).encode("utf-8"))
+
+    def sent_members(self) -> dict[str, list]:
+        """campaign → the members sent an action, in member-key order (campaigns without actions left out)."""
+        if self.blocks:
+            return {block.campaign: block.members.to_pylist() for block in self.blocks if len(block)}
+        sent: dict[str, list] = {}
+        for action in self.actions:
+            sent.setdefault(action.campaign, []).append(action.member)
+        return sent
+
+    def ledger_entries(self, rules: CheckedRuleSet) -> list[LedgerEntry]:
+        """What the ledger records of this run's actions."""
+        if self.blocks:
+            return [entry for block in self.blocks for entry in block.ledger_entries(self.as_of)]
+        return [LedgerEntry(a.key, a.campaign, str(a.member), a.channel, self.as_of, a.send_at,
+                            not rules.campaigns[a.campaign].transactional) for a in self.actions]
+
+    @property
+    def action_count(self) -> int:
+        return sum(len(block) for block in self.blocks) if self.blocks else len(self.actions)
 
 
 # -- values ------------------------------------------------------------------------------------------
@@ -401,16 +434,7 @@ def decide_actions(rules: CheckedRuleSet, compiled: CompiledRuleSet, evaluation:
     states = evaluation.states
     key_field = rules.member.key
     summaries = {name: CampaignSummary(name, c.channel) for name, c in rules.campaigns.items()}
-    notes: list[str] = []
-    kinds = {c.trigger.kind for c in rules.campaigns.values() if c.trigger is not None}
-    if previous is None and kinds - {"tier_at_risk", "tier_up", "tier_down"}:
-        notes.append("no previous state: segment, class and first_order transitions (on: …) are not computed "
-                     "on a first run")
-    if previous is None and kinds & {"tier_up", "tier_down"}:
-        notes.append("no previous state: tier_up and tier_down compare with tiers.current (the tier the snapshot says "
-                     "members hold)"
-                     if rules.tiers is not None and rules.tiers.current else
-                     "no previous state: tier_up and tier_down are not computed on a first run")
+    notes = first_run_notes(rules, previous)
     offers: list[Offer] = []
     matched: dict[tuple[str, str], dict] = {}
     position: dict[str, int] = {}
@@ -451,7 +475,7 @@ def decide_actions(rules: CheckedRuleSet, compiled: CompiledRuleSet, evaluation:
             except (TemplateError, ArithmeticError, TypeError, ValueError) as problem:
                 problems.append(Diagnostic("MR425", f"campaign {name}: the template failed for member {key}: "
                                                     f"{type(problem).__name__}: {problem}"))
-                if len(problems) >= _MAX_TEMPLATE_PROBLEMS:
+                if len(problems) >= MAX_TEMPLATE_PROBLEMS:
                     break
                 continue
         points = matched[(name, member)].get("points") if campaign.points is not None else None
@@ -470,6 +494,21 @@ def decide_actions(rules: CheckedRuleSet, compiled: CompiledRuleSet, evaluation:
         return _why_not(ctx, summaries, campaign_name, member)
 
     return Decision(as_of, previous, actions, summaries, notes, verdicts, matched, why_not)
+
+
+def first_run_notes(rules: CheckedRuleSet, previous: Previous | None) -> list[str]:
+    """What a run without previous state leaves out, for the summary."""
+    notes: list[str] = []
+    kinds = {c.trigger.kind for c in rules.campaigns.values() if c.trigger is not None}
+    if previous is None and kinds - {"tier_at_risk", "tier_up", "tier_down"}:
+        notes.append("no previous state: segment, class and first_order transitions (on: …) are not computed "
+                     "on a first run")
+    if previous is None and kinds & {"tier_up", "tier_down"}:
+        notes.append("no previous state: tier_up and tier_down compare with tiers.current (the tier the snapshot says "
+                     "members hold)"
+                     if rules.tiers is not None and rules.tiers.current else
+                     "no previous state: tier_up and tier_down are not computed on a first run")
+    return notes
 
 
 def _match(ctx: _Context, campaign: CheckedCampaign, state: MemberState, key: object) -> dict | None:
@@ -600,8 +639,7 @@ def state_run(rules: CheckedRuleSet, as_of: dt.datetime, state: Path | None,
         if dry_run:
             return
         store.record_results(as_of, results())
-        entries = [LedgerEntry(a.key, a.campaign, str(a.member), a.channel, as_of, a.send_at,
-                               not rules.campaigns[a.campaign].transactional) for a in decision.actions]
+        entries = decision.ledger_entries(rules)
         new = store.record_actions(entries)
         if new < len(entries):
             decision.notes.append(f"{len(entries) - new} action(s) were already in the ledger from an earlier "
@@ -665,8 +703,8 @@ def write_outputs(rules: CheckedRuleSet, compiled: CompiledRuleSet, evaluation: 
         decision = outputs.enter_context(campaign_run(rules, compiled, evaluation, state))
         written = write_results(results_temp)
         if actions_temp is not None:
-            with open(actions_temp, "w", encoding="utf-8", newline="\n") as out:
-                out.write(decision.jsonl(tz))
+            with open(actions_temp, "wb") as out:
+                decision.write_jsonl(out, tz)
     return decision, written, actions_file
 
 

@@ -22,21 +22,31 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
+import pyarrow.compute as pc
+from jinja2 import TemplateError
 from sqlglot import exp
 
 from . import ast
 from . import types as t
-from .campaigns import Decision, actions_path, decide_actions, state_run
-from .check import CheckedRuleSet, Trigger
+from .actions_arrow import ActionBlock, ValueColumn, action_lines, value_texts
+from .campaigns import (MAX_TEMPLATE_PROBLEMS, CampaignSummary, Decision, Reason, _canonical, _sent, actions_path,
+                        first_run_notes, state_run)
+from .check import CheckedCampaign, CheckedRuleSet, Trigger
+from .delivery_sql import JUDGED, judge_offers
+from .errors import Diagnostic, DiagnosticError
 from .eval import MemberState
 from .eval_codegen import is_invariant
+from .messages import PRINTABLE, Value, join_parts, printed, simple_parts
 from .results import atomic_path, result_columns
 from .results_arrow import write_batches
 from .snapshot import paused_gc
 from .sql import PREFIX, compile_sql
-from .state import LedgerEntry, Previous, PreviousState
+from .state import LedgerEntry, Previous, PreviousState, instant_text
+from .templates import render
 
 ROWS = PREFIX + "campaign_rows"
+POS = PREFIX + "pos"  # the member's place in key order
 PREVIOUS = PREFIX + "previous"
 ORDERS = PREFIX + "orders"
 TIER_BY = PREFIX + "tier_by_value"
@@ -109,26 +119,6 @@ class _SqlValues:
     def expr_function(self, expr: ast.Expr) -> Callable[[MemberState], object]:
         column = self.plan.by_node[expr]
         return lambda state: state.values[column]
-
-
-@dataclass
-class _Candidates:
-    """Stands in for Evaluation in campaigns.py: the members that may match a campaign, in key order."""
-
-    as_of: dt.datetime
-    states: list[MemberState]
-    key: str
-    # campaign → positions in `states` whose SQL match is true (a superset of what _match keeps)
-    matches: dict[str, list[int]] = field(default_factory=dict)
-
-    def candidates(self, campaign: str) -> list[int]:
-        return self.matches.get(campaign, [])
-
-    def state(self, member: object) -> MemberState:
-        for state in self.states:
-            if str(state.member[self.key]) == str(member):
-                return state
-        raise KeyError(member)
 
 
 # -- the previous run as a table --------------------------------------------------------------------
@@ -225,6 +215,59 @@ class _Match:
                     f"AND COALESCE(q.{_q(ORDERS)}, 0) > 0)")
         return "FALSE"
 
+    def trigger_values(self, trigger: Trigger) -> list[ValueColumn]:
+        """campaigns._transition's values for a member whose trigger fired, as SQL."""
+        rules, p = self.rules, "p."
+        if trigger.kind in ("tier_up", "tier_down", "tier_at_risk"):
+            if rules.tiers is None:
+                return []
+            names = ", ".join(_s(name) for name in rules.tiers.names())
+            tier = ValueColumn("tier", 'q."tier"', t.STRING)
+            if trigger.kind == "tier_at_risk":
+                earned = " ".join(f"WHEN {i} THEN {_s(level.name)}" for i, level in enumerate(rules.tiers.levels))
+                by_type = rules.tiers.by.type or t.DECIMAL
+                by = f"q.{_q(TIER_BY)}"
+                gaps = " ".join(f"WHEN {_s(level.name)} THEN {self.tier_min(level.min)} - {by}"
+                                for level in rules.tiers.levels)
+                gap = f"(CASE q.\"tier\" {gaps} END)"
+                # Python's max(gap, 0) is the int 0 for a negative gap.
+                return [tier, ValueColumn("earned_tier", f"(CASE {self.earned_index()} {earned} END)", t.STRING),
+                        ValueColumn("keep_gap", f"(CASE WHEN {gap} < 0 THEN 0 ELSE {gap} END)", by_type,
+                                    zero_when=f"({gap} < 0)" if by_type.kind == "float" else None)]
+            before = f"{p}{_q(PREFIX + 'p_tier')}"
+            previous = f"WHEN {before} IN ({names}) THEN {before}"
+            if rules.tiers.current is not None:
+                held = f"q.{_q(self.plan.member_fields[rules.tiers.current])}"
+                previous += f" WHEN {held} IN ({names}) THEN {held}"
+            return [tier, ValueColumn("previous_tier", f"(CASE {previous} END)", t.STRING)]
+        if trigger.kind in ("entered", "left"):
+            names = list(rules.segments)
+            if trigger.subject not in names:
+                return []
+            before = f"COALESCE({p}{_q(f'{PREFIX}p_segment_{names.index(trigger.subject)}')}, FALSE)"
+            now = f"COALESCE(list_contains(q.\"segments\", {_s(trigger.subject)}), FALSE)"
+            return [ValueColumn("segment", _s(trigger.subject), t.STRING), ValueColumn("was_in", before, t.BOOL),
+                    ValueColumn("is_in", now, t.BOOL)]
+        if trigger.kind == "class_change":
+            names = list(rules.classes)
+            if trigger.subject not in names:
+                return []
+            before = f"{p}{_q(f'{PREFIX}p_class_{names.index(trigger.subject)}')}"
+            return [ValueColumn(trigger.subject, f"q.{_q(trigger.subject)}", t.STRING),
+                    ValueColumn(f"previous_{trigger.subject}", before, t.STRING)]
+        if trigger.kind == "first_order" and rules.order_count is not None:
+            return [ValueColumn("orders", f"q.{_q(ORDERS)}", rules.order_count.type or t.INT),
+                    ValueColumn("previous_orders", f"{p}{_q(PREFIX + 'p_orders')}", t.INT)]
+        return []
+
+    def tier_min(self, value) -> str:
+        tiers = self.rules.tiers
+        if tiers.by.type is not None and tiers.by.type.kind == "float":
+            return f"CAST({value!r} AS DOUBLE)"
+        if tiers.by.type is not None and tiers.by.type.kind == "int" and isinstance(value, int):
+            return f"CAST({value} AS BIGINT)"
+        return f"CAST({_s(format(Decimal(value), 'f'))} AS DECIMAL(38, 18))"
+
     def earned_index(self) -> str:
         tiers = self.rules.tiers
         by = f"q.{_q(TIER_BY)}"
@@ -251,52 +294,271 @@ class _Run:
     kept: list[tuple[str, PreviousState]] = field(default_factory=list)
 
     def __post_init__(self):
-        # One map for every candidate: campaigns.py only reads it.
+        # One map for every member: campaigns.py only reads it.
         self.params = {name: p.value for name, p in self.rules.params.items()}
+        self.types = dict(self.columns)
+        self.too_long: dict[str, int] = {}  # campaign → messages over the channel's max_length
 
     def decide(self, previous: Previous | None, history: list[LedgerEntry]) -> Decision:
-        # Hundreds of thousands of candidates, offers and actions: without the pause, cyclic
-        # collections walk every one of them again and again.
         with paused_gc():
             return self._decide(previous, history)
 
     def _decide(self, previous: Previous | None, history: list[LedgerEntry]) -> Decision:
+        rules, con, tz = self.rules, self.con, self.tz
+        campaigns = list(rules.campaigns.values())
+        match = _Match(rules, self.plan, previous)
+        seen = {i: match.trigger_values(c.trigger) for i, c in enumerate(campaigns) if c.trigger is not None}
+        extra = [f"{match.campaign(c)} AS {_q(f'{PREFIX}match_{i}')}" for i, c in enumerate(campaigns)]
+        extra += [f"{value.sql} AS {_q(f'{PREFIX}seen_{i}_{j}')}" for i, values in seen.items()
+                  for j, value in enumerate(values)]
+        extra += [f"{value.zero_when} AS {_q(f'{PREFIX}zero_{i}_{j}')}" for i, values in seen.items()
+                  for j, value in enumerate(values) if value.zero_when is not None]
+        key = _q(rules.member.key)
+        con.register(PREVIOUS, _previous_table(rules, previous))
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(ROWS)} AS SELECT q.*, "
+                        f"row_number() OVER (ORDER BY q.{key}) - 1 AS {_q(POS)}{''.join(', ' + e for e in extra)} "
+                        f"FROM ({self.query}) AS q LEFT JOIN {_q(PREVIOUS)} AS p "
+                        f"ON CAST(q.{key} AS VARCHAR) = p.{_q(PREFIX + 'p_member')}").fetchall()
+        finally:
+            con.unregister(PREVIOUS)
+        summaries = {c.name: CampaignSummary(c.name, c.channel) for c in campaigns}
+        open_ = []
+        for i, campaign in enumerate(campaigns):
+            if campaign.window is not None and not campaign.window.contains(self.as_of, tz):
+                summaries[campaign.name].window_closed = True
+            else:
+                open_.append(i)
+        release = self._judge(open_, campaigns, history)
+        for index, rule, count in con.execute(f"SELECT campaign, coalesce(rule, ''), count(*) FROM {JUDGED} "
+                                              "GROUP BY ALL").fetchall():
+            summary = summaries[campaigns[index].name]
+            summary.matched += count
+            if rule:
+                summary.removed[rule] += count
+        blocks = []
+        for i in sorted(open_, key=lambda i: campaigns[i].name):
+            block = self._block(i, campaigns[i], seen.get(i, []), release[campaigns[i].channel], previous)
+            summary = summaries[campaigns[i].name]
+            summary.sent = len(block)
+            summary.held = len(block) if block.send_at > self.as_of else 0
+            summary.too_long = self.too_long.get(campaigns[i].name, 0)
+            blocks.append(block)
+        why = "per-member reasons come from the Python engine: memberrules explain"
+        return Decision(self.as_of, previous, [], summaries, first_run_notes(rules, previous), {}, {},
+                        lambda campaign, member: Reason(False, "", why), blocks=blocks)
+
+    def _judge(self, open_: list[int], campaigns: list, history: list[LedgerEntry]):
+        """The delivery rules over every open campaign's matches (delivery_sql.py)."""
+        member = self.rules.member
+        selects = []
+        for i in open_:
+            consent = " AND ".join(f"COALESCE({_q(self.member_column(f))} = TRUE, FALSE)"
+                                   for f in campaigns[i].requires) or "TRUE"
+            selects.append(f"SELECT CAST({i} AS INTEGER) AS campaign, {_q(POS)} AS pos, "
+                           f"CAST({_q(member.key)} AS VARCHAR) AS member, {consent} AS consent "
+                           f"FROM {_q(ROWS)} WHERE {_q(f'{PREFIX}match_{i}')}")
+        offers = _q(PREFIX + "offers")
+        empty = "SELECT CAST(NULL AS INTEGER) AS campaign, CAST(NULL AS BIGINT) AS pos, " \
+                "CAST(NULL AS VARCHAR) AS member, CAST(NULL AS BOOLEAN) AS consent WHERE FALSE"
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {offers} AS {' UNION ALL '.join(selects) or empty}").fetchall()
+        try:
+            return judge_offers(self.con, offers, campaigns, self.rules.delivery, list(_sent(history)),
+                                self.as_of, self.tz)
+        finally:
+            self.con.execute(f"DROP TABLE IF EXISTS {offers}").fetchall()
+
+    def member_column(self, name: str) -> str:
+        return self.rules.member.key if name == self.rules.member.key else self.plan.member_fields[name]
+
+    # -- one campaign's actions ---------------------------------------------------------------------
+
+    def value_columns(self, campaign: CheckedCampaign, trigger_values: list[ValueColumn], index: int
+                      ) -> list[ValueColumn]:
+        """What the Python engine puts in the action's `values`, in its order: the trigger's
+        values, then the values the condition read, then the points."""
+        columns: dict[str, ValueColumn] = {}
+        for j, value in enumerate(trigger_values):
+            zero = _q(f"{PREFIX}zero_{index}_{j}") if value.zero_when is not None else None
+            columns.setdefault(value.name, ValueColumn(value.name, _q(f"{PREFIX}seen_{index}_{j}"), value.type, zero))
+        if campaign.when is not None:
+            for name, sql, type_ in self.condition_reads(campaign.when):
+                columns.setdefault(name, ValueColumn(name, sql, type_))
+        if campaign.points is not None:
+            columns.setdefault("points", ValueColumn("points", _q(self.plan.by_node[campaign.points]),
+                                                     campaign.points.type or t.INT))
+        return list(columns.values())
+
+    def condition_reads(self, when: ast.Expr) -> Iterator[tuple[str, str, t.Type]]:
+        """campaigns._condition_reads as SQL over the campaign rows: (name, column, type)."""
+        rules, plan = self.rules, self.plan
+        current = rules.tiers.current if rules.tiers else None
+        for node in ast.walk(when):
+            if isinstance(node, ast.Name) and node.ref not in ("param", "as_of", "event", None):
+                name, type_ = node.name, node.type or t.STRING
+                if node.ref == "member":
+                    yield name, _q(self.member_column(name)), type_
+                elif node.ref == "current_tier":
+                    yield name, (_q(self.member_column(current)) if current else "NULL"), type_
+                elif node.ref == "segment" or name in rules.segments:
+                    yield name, f"COALESCE(list_contains({_q('segments')}, {_s(name)}), FALSE)", t.BOOL
+                elif name in plan.metrics:
+                    yield name, _q(plan.metrics[name]), type_
+                elif name in self.types:
+                    yield name, _q(name), self.types[name]
+                else:
+                    yield name, "NULL", type_
+            elif isinstance(node, (ast.EventAggregate, ast.Ranking, ast.Call)) and not is_invariant(node):
+                yield ast.to_source(node), _q(plan.by_node[node]), node.type or t.STRING
+
+    def _block(self, index: int, campaign: CheckedCampaign, trigger_values: list[ValueColumn],
+               send_at: dt.datetime, previous: Previous | None) -> ActionBlock:
+        rules, tz = self.rules, self.tz
+        key = rules.member.key
+        values = self.value_columns(campaign, trigger_values, index)
+        parts = simple_parts(campaign.template) if campaign.template is not None else None
+        printed_columns = self.printed_columns(parts, campaign) if parts is not None else None
+        select = [f"r.{_q(POS)} AS pos", f"r.{_q(key)} AS member",
+                  f"sha256(concat({_s(campaign.name)}, chr(31), CAST(r.{_q(key)} AS VARCHAR), chr(31), "
+                  f"{_s(instant_text(self.as_of))})) AS digest"]
+        select += [f"{value.sql} AS {_q(f'v{j}')}" for j, value in enumerate(values)]
+        select += [f"{value.zero_when} AS {_q(f'z{j}')}" for j, value in enumerate(values) if value.zero_when]
+        select += [f"{sql} AS {_q(f'm{j}')}" for j, (sql, _) in enumerate(printed_columns or [])]
+        table = self.con.sql(f"SELECT {', '.join(select)} FROM {JUDGED} AS j JOIN {_q(ROWS)} AS r "
+                             f"ON r.{_q(POS)} = j.pos WHERE j.campaign = {index} AND j.rule IS NULL "
+                             f"ORDER BY j.pos").to_arrow_table().combine_chunks()
+        n = table.num_rows
+        members = table.column("member").combine_chunks() if n else pa.array([], self.member_arrow_type(table))
+        digests = table.column("digest").combine_chunks().cast(pa.string())
+        keys = pc.binary_join_element_wise(campaign.name + ":", pc.utf8_slice_codeunits(digests, 0, 32), "") \
+            if n else pa.array([], pa.string())
+        messages = None
+        if campaign.template is not None:
+            messages = self.messages(campaign, parts, printed_columns, table, previous)
+        points = None
+        if campaign.points is not None:
+            j = next(j for j, v in enumerate(values) if v.name == "points")
+            points = (table.column(f"v{j}").combine_chunks(), values[j].type)
+        texts = [(value.name, value_texts(table.column(f"v{j}").combine_chunks(), value,
+                                          table.column(f"z{j}").combine_chunks() if value.zero_when else None, tz))
+                 for j, value in enumerate(values)]
+        member_type = rules.member.fields[key]
+        lines = action_lines(campaign.name, campaign.channel, send_at, campaign.coupon, tz, members=members,
+                             member_type=member_type, keys=keys, messages=messages, points=points, values=texts)
+        limit = rules.delivery.policy(campaign.channel).max_length
+        block = ActionBlock(campaign.name, campaign.channel, send_at, not campaign.transactional, members, keys, lines)
+        if limit is not None and messages is not None and n:
+            self.too_long[campaign.name] = pc.sum(pc.greater(pc.utf8_length(messages), limit)).as_py() or 0
+        return block
+
+    def member_arrow_type(self, table):
+        return table.schema.field("member").type
+
+    # -- messages ------------------------------------------------------------------------------------
+
+    def printed_columns(self, parts, campaign: CheckedCampaign) -> list[tuple[str, t.Type]] | None:
+        """The SQL and type of each value a simple template prints, or None when one of them is
+        not a column Arrow prints as Python does (the template renders member by member)."""
+        columns = []
+        for part in parts:
+            if isinstance(part, str):
+                continue
+            column = self.template_column(part, campaign)
+            if column is None:
+                return None
+            if column[1] is not None and column[1].kind not in PRINTABLE:
+                return None
+            columns.append(column)
+        return columns
+
+    def template_column(self, part: Value, campaign: CheckedCampaign) -> tuple[str, t.Type | None] | None:
+        """campaigns._template_context's value for a printed name, as (SQL, type); a constant
+        as (its text rendered by Jinja2, None); None where only the Python context will do."""
+        rules, plan = self.rules, self.plan
+        name = part.name
+        if name == "member":
+            if part.attr is None or part.attr not in rules.member.fields:
+                return None
+            return _q(self.member_column(part.attr)), rules.member.fields[part.attr]
+        if part.attr is not None:
+            return None
+        columns = {"tier": "tier", "next_tier": "next_tier", "tier_gap": "tier_gap", "gap": "tier_gap"}
+        if name in columns:
+            column = columns[name]
+            return (_q(column), self.types[column]) if column in self.types else None
+        if name == "current_tier":
+            current = rules.tiers.current if rules.tiers else None
+            return (_q(self.member_column(current)), rules.member.fields[current]) if current else ("NULL", t.STRING)
+        if name in ("campaign", "as_of"):
+            return render("{{ value }}", {"value": campaign.name if name == "campaign" else self.as_of}), None
+        if name in ("earned_tier", "keep_gap", "classes", "segments", "previous"):
+            return None
+        if name in rules.segments:
+            return f"COALESCE(list_contains({_q('segments')}, {_s(name)}), FALSE)", t.BOOL
+        if name in rules.classes or name in rules.metrics:
+            column = plan.metrics.get(name, name)
+            return (_q(column), self.types[column]) if column in self.types else None
+        if name in self.params:
+            return render("{{ value }}", {"value": _canonical(self.params[name])}), None
+        return None
+
+    def messages(self, campaign: CheckedCampaign, parts, printed_columns, table, previous: Previous | None):
+        n = table.num_rows
+        if printed_columns is not None:
+            pieces: list = []
+            j = 0
+            for part in parts:
+                if isinstance(part, str):
+                    pieces.append(part)
+                    continue
+                sql, type_ = printed_columns[j]
+                if type_ is None:
+                    pieces.append(sql)  # a constant, already printed
+                else:
+                    text = printed(table.column(f"m{j}").combine_chunks(), type_)
+                    if text is None:
+                        return self.rendered(campaign, table, previous)
+                    pieces.append(text)
+                j += 1
+            return join_parts(pieces, n)
+        return self.rendered(campaign, table, previous)
+
+    def rendered(self, campaign: CheckedCampaign, table, previous: Previous | None) -> pa.Array:
+        """Messages rendered member by member in Jinja2's sandbox, from the Python engine's context."""
+        from .campaigns import _Context, _template_context
         from .duckdb_engine import iter_query
 
-        rules, con = self.rules, self.con
-        con.register(PREVIOUS, _previous_table(rules, previous))
-        match = _Match(rules, self.plan, previous)
-        matches = [f"{match.campaign(c)} AS {_q(f'{PREFIX}match_{i}')}" for i, c in enumerate(rules.campaigns.values())]
-        key = rules.member.key
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(ROWS)} AS SELECT q.*{''.join(', ' + m for m in matches)} "
-                    f"FROM ({self.query}) AS q LEFT JOIN {_q(PREVIOUS)} AS p "
-                    f"ON CAST(q.{_q(key)} AS VARCHAR) = p.{_q(PREFIX + 'p_member')}").fetchall()
-        con.unregister(PREVIOUS)
-        open_ = [i for i, c in enumerate(rules.campaigns.values())
-                 if c.window is None or c.window.contains(self.as_of, self.tz)]
-        where = " OR ".join(_q(f"{PREFIX}match_{i}") for i in open_) or "FALSE"
+        rules = self.rules
+        positions = table.column("pos").to_pylist()
+        if not positions:
+            return pa.array([], pa.string())
         names = ", ".join(_q(name) for name, _ in self.columns)
-        states = []
-        for batch in iter_query(con, f"SELECT {names} FROM {_q(ROWS)} WHERE {where} ORDER BY {_q(key)}",
-                                self.columns, self.tz):
-            states += [self.state(row) for row in batch]
-        candidates = _Candidates(self.as_of, states, key, self.matches(open_, where))
-        return decide_actions(rules, _SqlValues(self.plan), candidates, previous, history)  # type: ignore[arg-type]
-
-    def matches(self, open_: list[int], where: str) -> dict[str, list[int]]:
-        """Campaign → the candidates' positions (in key order) its SQL match keeps; a NULL
-        match stays a candidate, for campaigns.py to decide."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        names = list(self.rules.campaigns)
-        flags = ", ".join(_q(f"{PREFIX}match_{i}") for i in open_)
-        if not flags:
-            return {}
-        table = self.con.sql(f"SELECT {flags} FROM {_q(ROWS)} WHERE {where} "
-                             f"ORDER BY {_q(self.rules.member.key)}").to_arrow_table()
-        return {names[i]: pc.indices_nonzero(pc.fill_null(table.column(f"{PREFIX}match_{i}"), pa.scalar(True)))
-                .to_pylist() for i in open_}
+        con = self.con
+        con.register(PREFIX + "wanted", pa.table({"pos": pa.array(positions, pa.int64())}))
+        try:
+            rows = [row for batch in iter_query(
+                con, f"SELECT {names} FROM {_q(ROWS)} WHERE {_q(POS)} IN (SELECT pos FROM {PREFIX}wanted) "
+                     f"ORDER BY {_q(POS)}", self.columns, self.tz) for row in batch]
+        finally:
+            con.unregister(PREFIX + "wanted")
+        values = _SqlValues(self.plan)
+        ctx = _Context(rules, values, None, previous, self.tz, {}, {},  # type: ignore[arg-type]
+                       order_count=values.expr_function(rules.order_count) if rules.order_count is not None else None,
+                       tier_by=values.expr_function(rules.tiers.by) if rules.tiers is not None else None)
+        messages, problems = [], []
+        for row in rows:
+            state = self.state(row)
+            key = state.member[rules.member.key]
+            try:
+                messages.append(render(campaign.template, _template_context(ctx, campaign, state, key)))
+            except (TemplateError, ArithmeticError, TypeError, ValueError) as problem:
+                problems.append(Diagnostic("MR425", f"campaign {campaign.name}: the template failed for member "
+                                                    f"{key}: {type(problem).__name__}: {problem}"))
+                if len(problems) >= MAX_TEMPLATE_PROBLEMS:
+                    break
+        if problems:
+            raise DiagnosticError(problems)
+        return pa.array(messages, pa.string())
 
     def state(self, row: dict) -> MemberState:
         rules, plan = self.rules, self.plan
@@ -387,8 +649,8 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
             written = write_batches(run.batches(None, keep=state is not None), columns, results_temp, fmt, tz,
                                     dict(run.columns), on_batch=on_batch)
             if actions_temp is not None:
-                with open(actions_temp, "w", encoding="utf-8", newline="\n") as out, paused_gc():
-                    out.write(decision.jsonl(tz))
+                with open(actions_temp, "wb") as out:
+                    decision.write_jsonl(out, tz)
         return decision, written, actions_file
     finally:
         with contextlib.suppress(Exception):

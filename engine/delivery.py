@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -288,23 +288,42 @@ def decide_delivery(offers: Iterable[Offer], history: Iterable[Sent], delivery: 
         by_member[offer.member].append(offer)
     verdicts: dict[tuple[str, str], Verdict] = {}
     accepted: list[Offer] = []
-    release: dict[str, dt.datetime] = {}  # channel → when its actions go out (one instant per run)
+    release = Release(delivery, as_of, tz)
     for member in sorted(by_member):
-        taken: dict[str, str] = {}
-        sent_now: list[Sent] = []
-        for offer in sorted(by_member[member], key=_priority_order):
-            send_at = release.get(offer.channel)
-            if send_at is None:
-                send_at = release[offer.channel] = release_time(as_of, delivery.policy(offer.channel).quiet_hours, tz)
-            verdict = _member_rules(offer, send_at, past[member], sent_now, taken, delivery, tz)
+        for offer, verdict in decide_member(by_member[member], past[member], delivery, release, tz):
             verdicts[(offer.campaign, member)] = verdict
             if verdict.sent:
                 accepted.append(offer)
-                if offer.group is not None:
-                    taken[offer.group] = offer.campaign
-                sent_now.append(Sent(offer.campaign, member, offer.channel, send_at, not offer.transactional))
-    _apply_budgets(accepted, verdicts, delivery.budget)
+    apply_budgets(accepted, verdicts, delivery.budget)
     return verdicts
+
+
+class Release(dict):
+    """channel → when this run's actions on it go out: `as_of`, or the end of its quiet hours."""
+
+    def __init__(self, delivery: CheckedDelivery, as_of: dt.datetime, tz: ZoneInfo):
+        super().__init__()
+        self.delivery, self.as_of, self.tz = delivery, as_of, tz
+
+    def __missing__(self, channel: str) -> dt.datetime:
+        send_at = self[channel] = release_time(self.as_of, self.delivery.policy(channel).quiet_hours, self.tz)
+        return send_at
+
+
+def decide_member(offers: Iterable[Offer], past: Sequence[Sent], delivery: CheckedDelivery, release: Release,
+                  tz: ZoneInfo) -> Iterator[tuple[Offer, Verdict]]:
+    """Rules 1–4 for one member's offers, from the highest priority down: an action sent takes
+    its group and counts towards the caps of the offers after it."""
+    taken: dict[str, str] = {}
+    sent_now: list[Sent] = []
+    for offer in sorted(offers, key=_priority_order):
+        send_at = release[offer.channel]
+        verdict = _member_rules(offer, send_at, past, sent_now, taken, delivery, tz)
+        if verdict.sent:
+            if offer.group is not None:
+                taken[offer.group] = offer.campaign
+            sent_now.append(Sent(offer.campaign, offer.member, offer.channel, send_at, not offer.transactional))
+        yield offer, verdict
 
 
 def _member_rules(offer: Offer, send_at: dt.datetime, past: Sequence[Sent], sent_now: Sequence[Sent],
@@ -331,7 +350,7 @@ def _member_rules(offer: Offer, send_at: dt.datetime, past: Sequence[Sent], sent
     return Verdict(True, send_at)
 
 
-def _apply_budgets(accepted: list[Offer], verdicts: dict[tuple[str, str], Verdict], budget: int | None) -> None:
+def apply_budgets(accepted: list[Offer], verdicts: dict[tuple[str, str], Verdict], budget: int | None) -> None:
     used: dict[str, int] = defaultdict(int)
     total = 0
     for offer in sorted(accepted, key=_priority_order):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from decimal import Decimal

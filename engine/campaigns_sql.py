@@ -46,7 +46,9 @@ from .state import LedgerEntry, Previous, PreviousState, instant_text
 from .templates import render
 
 ROWS = PREFIX + "campaign_rows"
+FLAGS = PREFIX + "campaign_flags"  # per member: place in key order, campaign matches, trigger values
 POS = PREFIX + "pos"  # the member's place in key order
+RID = PREFIX + "rid"  # the member's row in ROWS
 PREVIOUS = PREFIX + "previous"
 ORDERS = PREFIX + "orders"
 TIER_BY = PREFIX + "tier_by_value"
@@ -313,12 +315,17 @@ class _Run:
                   for j, value in enumerate(values)]
         extra += [f"{value.zero_when} AS {_q(f'{PREFIX}zero_{i}_{j}')}" for i, values in seen.items()
                   for j, value in enumerate(values) if value.zero_when is not None]
+        extra += [f"{self.consent(c)} AS {_q(f'{PREFIX}consent_{i}')}" for i, c in enumerate(campaigns)]
         key = _q(rules.member.key)
+        # The wide rows are stored once, as the query gives them; the narrow FLAGS table holds
+        # what the decision adds (sorting the wide rows again for a row number costs seconds).
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(ROWS)} AS {self.query}").fetchall()
         con.register(PREVIOUS, _previous_table(rules, previous))
         try:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(ROWS)} AS SELECT q.*, "
-                        f"row_number() OVER (ORDER BY q.{key}) - 1 AS {_q(POS)}{''.join(', ' + e for e in extra)} "
-                        f"FROM ({self.query}) AS q LEFT JOIN {_q(PREVIOUS)} AS p "
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(FLAGS)} AS SELECT q.rowid AS {_q(RID)}, "
+                        f"row_number() OVER (ORDER BY q.{key}) - 1 AS {_q(POS)}, "
+                        f"CAST(q.{key} AS VARCHAR) AS {_q(PREFIX + 'key_text')}{''.join(', ' + e for e in extra)} "
+                        f"FROM {_q(ROWS)} AS q LEFT JOIN {_q(PREVIOUS)} AS p "
                         f"ON CAST(q.{key} AS VARCHAR) = p.{_q(PREFIX + 'p_member')}").fetchall()
         finally:
             con.unregister(PREVIOUS)
@@ -350,14 +357,9 @@ class _Run:
 
     def _judge(self, open_: list[int], campaigns: list, history: list[LedgerEntry]):
         """The delivery rules over every open campaign's matches (delivery_sql.py)."""
-        member = self.rules.member
-        selects = []
-        for i in open_:
-            consent = " AND ".join(f"COALESCE({_q(self.member_column(f))} = TRUE, FALSE)"
-                                   for f in campaigns[i].requires) or "TRUE"
-            selects.append(f"SELECT CAST({i} AS INTEGER) AS campaign, {_q(POS)} AS pos, "
-                           f"CAST({_q(member.key)} AS VARCHAR) AS member, {consent} AS consent "
-                           f"FROM {_q(ROWS)} WHERE {_q(f'{PREFIX}match_{i}')}")
+        selects = [f"SELECT CAST({i} AS INTEGER) AS campaign, {_q(POS)} AS pos, {_q(PREFIX + 'key_text')} AS member, "
+                   f"{_q(f'{PREFIX}consent_{i}')} AS consent FROM {_q(FLAGS)} WHERE {_q(f'{PREFIX}match_{i}')}"
+                   for i in open_]
         offers = _q(PREFIX + "offers")
         empty = "SELECT CAST(NULL AS INTEGER) AS campaign, CAST(NULL AS BIGINT) AS pos, " \
                 "CAST(NULL AS VARCHAR) AS member, CAST(NULL AS BOOLEAN) AS consent WHERE FALSE"
@@ -367,6 +369,11 @@ class _Run:
                                 self.as_of, self.tz)
         finally:
             self.con.execute(f"DROP TABLE IF EXISTS {offers}").fetchall()
+
+    def consent(self, campaign: CheckedCampaign) -> str:
+        """SQL: every field the campaign `requires` is true."""
+        return " AND ".join(f"COALESCE(q.{_q(self.member_column(f))} = TRUE, FALSE)"
+                            for f in campaign.requires) or "TRUE"
 
     def member_column(self, name: str) -> str:
         return self.rules.member.key if name == self.rules.member.key else self.plan.member_fields[name]
@@ -418,15 +425,15 @@ class _Run:
         values = self.value_columns(campaign, trigger_values, index)
         parts = simple_parts(campaign.template) if campaign.template is not None else None
         printed_columns = self.printed_columns(parts, campaign) if parts is not None else None
-        select = [f"r.{_q(POS)} AS pos", f"r.{_q(key)} AS member",
+        select = [f"f.{_q(POS)} AS pos", f"r.{_q(key)} AS member",
                   f"sha256(concat({_s(campaign.name)}, chr(31), CAST(r.{_q(key)} AS VARCHAR), chr(31), "
                   f"{_s(instant_text(self.as_of))})) AS digest"]
         select += [f"{value.sql} AS {_q(f'v{j}')}" for j, value in enumerate(values)]
         select += [f"{value.zero_when} AS {_q(f'z{j}')}" for j, value in enumerate(values) if value.zero_when]
         select += [f"{sql} AS {_q(f'm{j}')}" for j, (sql, _) in enumerate(printed_columns or [])]
-        table = self.con.sql(f"SELECT {', '.join(select)} FROM {JUDGED} AS j JOIN {_q(ROWS)} AS r "
-                             f"ON r.{_q(POS)} = j.pos WHERE j.campaign = {index} AND j.rule IS NULL "
-                             f"ORDER BY j.pos").to_arrow_table().combine_chunks()
+        table = self.con.sql(f"SELECT {', '.join(select)} FROM {JUDGED} AS j "
+                             f"JOIN {_q(FLAGS)} AS f ON f.{_q(POS)} = j.pos JOIN {_q(ROWS)} AS r ON r.rowid = f.{_q(RID)} "
+                             f"WHERE j.campaign = {index} AND j.rule IS NULL ORDER BY j.pos").to_arrow_table()
         n = table.num_rows
         members = table.column("member").combine_chunks() if n else pa.array([], self.member_arrow_type(table))
         digests = table.column("digest").combine_chunks().cast(pa.string())
@@ -532,13 +539,14 @@ class _Run:
         positions = table.column("pos").to_pylist()
         if not positions:
             return pa.array([], pa.string())
-        names = ", ".join(_q(name) for name, _ in self.columns)
         con = self.con
         con.register(PREFIX + "wanted", pa.table({"pos": pa.array(positions, pa.int64())}))
         try:
             rows = [row for batch in iter_query(
-                con, f"SELECT {names} FROM {_q(ROWS)} WHERE {_q(POS)} IN (SELECT pos FROM {PREFIX}wanted) "
-                     f"ORDER BY {_q(POS)}", self.columns, self.tz) for row in batch]
+                con, f"SELECT {', '.join('r.' + _q(name) for name, _ in self.columns)} FROM {_q(ROWS)} AS r "
+                     f"JOIN {_q(FLAGS)} AS f ON r.rowid = f.{_q(RID)} "
+                     f"WHERE f.{_q(POS)} IN (SELECT pos FROM {PREFIX}wanted) ORDER BY f.{_q(POS)}",
+                self.columns, self.tz) for row in batch]
         finally:
             con.unregister(PREFIX + "wanted")
         values = _SqlValues(self.plan)
@@ -654,4 +662,5 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
         return decision, written, actions_file
     finally:
         with contextlib.suppress(Exception):
-            con.execute(f"DROP TABLE IF EXISTS {_q(ROWS)}").fetchall()
+            for table in (ROWS, FLAGS, JUDGED):
+                con.execute(f"DROP TABLE IF EXISTS {_q(table)}").fetchall()

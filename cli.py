@@ -124,12 +124,12 @@ def init_command(directory: Path) -> None:
               help="state file (SQLite, created if missing): last results for transitions, and the action "
                    "ledger for cooldowns, caps and exactly-once actions")
 @click.option("--dry-run", is_flag=True, help="decide and summarise, write nothing (no results, actions or state)")
-@click.option("--engine", type=click.Choice(["python", "duckdb", "auto"]), default="python", show_default=True,
+@click.option("--engine", type=click.Choice(["python", "duckdb", "auto"]), default="auto", show_default=True,
               help="python: the reference engine; duckdb: the compiled SQL on DuckDB, for large snapshots "
-                   "(campaigns and --state too, same files); auto: duckdb from 20,000 members")
+                   "(campaigns and --state too, same files); auto: duckdb from 20,000 members, else python")
 def evaluate_command(rules: Path, data_dir: Path, as_of: str | None, out: Path | None, fmt: str | None,
                      params: tuple[str, ...], on_bad_row: str, state: Path | None, dry_run: bool,
-                     engine: str = "python") -> None:
+                     engine: str = "auto") -> None:
     """Evaluate RULES on the snapshot in --data: one result row per member, and a summary."""
     from rich.console import Console
 
@@ -320,8 +320,9 @@ def explain_command(rules: Path, data_dir: Path, member: str, as_of: str | None,
               help="markdown reads well as a pull-request comment")
 @click.option("--fail-on", "fail_on", metavar="N|P%",
               help="exit 1 when more than N members (or P% of them) change tier or class")
-@click.option("--engine", type=click.Choice(["python", "duckdb"]), default="python", show_default=True,
-              help="duckdb for large snapshots (campaign actions are then not counted)")
+@click.option("--engine", type=click.Choice(["python", "duckdb", "auto"]), default="auto", show_default=True,
+              help="python: the reference engine; duckdb: for large snapshots (the same diff); "
+                   "auto: duckdb from 20,000 members, else python")
 def diff_command(old: str, new: str, data_dir: Path, as_of: str | None, fmt: str, fail_on: str | None,
                  engine: str) -> None:
     """What changing the rules from OLD to NEW does to the members of a snapshot.

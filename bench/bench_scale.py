@@ -4,12 +4,13 @@
     python bench/bench_scale.py --members 20000 --orders 200000 --events 200000 --python-members 5000
 
 Prints one table:
-  (a) `evaluate --engine duckdb` on the default pack (rules/, campaigns left out): snapshot
-      files → results.jsonl (Arrow batches formatted by results_arrow.py), the same through
-      Python rows and results.py's writer (the path before), and its SQL alone (files → Arrow);
+  (a) `evaluate --engine duckdb` on the default pack (rules/): snapshot files → results.jsonl
+      and actions.jsonl (its 12 campaigns decided on a first run); the same without the
+      campaigns; and the SQL alone (files → Arrow);
   (b) the RFM / lifecycle / tier part of the pack, compiled, against a hand-written DuckDB
       query computing the same results (the baseline);
-  (c) the Python engine on --python-members members, files → rows and the whole evaluate;
+  (c) on --python-members members: `evaluate` with each engine (default pack), and each
+      engine's evaluation alone (files → rows, without campaigns);
 and the ratios the targets are stated in. Every measurement runs in its own process, so
 peak memory (max RSS) is that measurement's alone.
 """
@@ -108,8 +109,7 @@ def _peak_mib() -> float:
 
 
 def results_rules() -> Path:
-    """The default pack without its campaigns: what `evaluate` computes and writes as result rows
-    (campaign decisions are per-member Python work on either engine, measured by bench_campaigns)."""
+    """The default pack without its campaigns: what `evaluate` computes and writes as result rows."""
     directory = Path(tempfile.mkdtemp())
     for path in (ROOT / "rules").glob("*.yaml"):
         if path.name not in ("campaigns.yaml", "program.test.yaml"):
@@ -135,28 +135,13 @@ def measure(kind: str, data: Path) -> dict:
     else:
         rules = check_rule_set(ROOT / "rules").rule_set
     began = time.perf_counter()
-    if kind == "engine":
-        from memberrules.engine.duckdb_engine import evaluate_rules_duckdb
+    if kind in ("engine", "engine-results", "python-engine"):
+        from memberrules.engine.duckdb_engine import evaluate_rules_with
 
         out = Path(tempfile.mkdtemp()) / "results.jsonl"
-        members = evaluate_rules_duckdb(results_rules(), data, as_of=as_of, out=out).report.rows_written
-    elif kind == "engine-rows":
-        # The write path before results_arrow.py: DuckDB's rows as Python values, written by results.py.
-        from zoneinfo import ZoneInfo
-
-        from memberrules.engine.duckdb_engine import DuckDBStream
-        from memberrules.engine.results import result_columns, write_rows
-
-        rules = check_rule_set(results_rules()).rule_set
-        out = Path(tempfile.mkdtemp()) / "results.jsonl"
-        stream = DuckDBStream(rules, data, as_of)
-        members = write_rows((row for batch in stream for row in batch), result_columns(rules), out, "jsonl",
-                             ZoneInfo(rules.timezone))
-    elif kind == "python-engine":
-        from memberrules.engine.evaluate import evaluate_rules
-
-        out = Path(tempfile.mkdtemp()) / "results.jsonl"
-        members = evaluate_rules(results_rules(), data, as_of=as_of, out=out).report.rows_written
+        evaluate = evaluate_rules_with("python" if kind == "python-engine" else "duckdb")
+        outcome = evaluate(ROOT / "rules" if kind != "engine-results" else results_rules(), data, as_of=as_of, out=out)
+        members = outcome.report.rows_written
     elif kind == "rows":
         members = len(evaluate_duckdb(rules, data, as_of).rows)
     elif kind == "python":
@@ -213,39 +198,36 @@ def main() -> None:
     small = ensure(args.work / f"m{args.python_members}", args.python_members, int(args.orders * ratio),
                    int(args.events * ratio))
     results = {
-        "(a) evaluate --engine duckdb → results.jsonl": run("engine", big),
-        "(a) same, Python rows + results.py writer (before)": run("engine-rows", big),
+        "(a) evaluate --engine duckdb, default pack": run("engine", big),
+        "(a) same, without the campaigns": run("engine-results", big),
         "(a) its SQL alone, files → Arrow": run("sql", big),
         "(b) RFM/lifecycle/tier compiled → Arrow": run("subset", big),
         "(b) hand-written DuckDB SQL → Arrow": run("baseline", big),
-        "(c) Python engine, files → rows": run("python", small),
-        "(c) DuckDB engine, files → rows": run("rows", small),
+        "(c) evaluate --engine python, default pack": run("python-engine", small),
         "(c) evaluate --engine duckdb, same data": run("engine", small),
-        "(c) evaluate --engine python → results.jsonl": run("python-engine", small),
+        "(c) Python engine alone, files → rows": run("python", small),
+        "(c) DuckDB engine alone, files → rows": run("rows", small),
     }
-    print(f"\n{'measurement':<48} {'members':>10} {'wall s':>8} {'peak MiB':>9} {'members/s':>11}")
+    print(f"\n{'measurement':<46} {'members':>10} {'wall s':>8} {'peak MiB':>9} {'members/s':>11}")
     for name, r in results.items():
-        print(f"{name:<48} {r['members']:>10,} {r['seconds']:>8.2f} {r['peak_mib']:>9.0f} "
+        print(f"{name:<46} {r['members']:>10,} {r['seconds']:>8.2f} {r['peak_mib']:>9.0f} "
               f"{r['members'] / r['seconds']:>11,.0f}")
-    compiled, baseline = results["(b) RFM/lifecycle/tier compiled → Arrow"], results["(b) hand-written DuckDB SQL → Arrow"]
-    engine, python = results["(a) evaluate --engine duckdb → results.jsonl"], results["(c) Python engine, files → rows"]
-    rows = results["(c) DuckDB engine, files → rows"]
-    print(f"\ncompiled / hand-written (same results):  {compiled['seconds'] / baseline['seconds']:.2f}x  (target ≤ 1.5x)")
-    print(f"DuckDB engine at {args.members:,} members:  {engine['seconds']:.1f} s, {engine['peak_mib'] / 1024:.2f} GiB "
-          f"(target < 30 s, < 4 GiB)")
-    def rate(r):
-        return r["members"] / r["seconds"]
 
-    sql = results["(a) its SQL alone, files → Arrow"]
-    print(f"DuckDB SQL / Python engine members per second: {rate(sql) / rate(python):.1f}x (target ≥ 20x); with "
-          "the Python-side rows and writers shared by both engines:")
-    print(f"DuckDB / Python members per second:      {rate(rows) / rate(python):.1f}x files → rows at "
-          f"{args.python_members:,}")
-    whole, before = results["(c) evaluate --engine python → results.jsonl"], results[
-        "(a) same, Python rows + results.py writer (before)"]
-    print(f"end to end, evaluate → results.jsonl, DuckDB at {args.members:,} / Python at {args.python_members:,} "
-          f"members per second: {rate(engine) / rate(whole):.1f}x (target ≥ 20x; "
-          f"{rate(before) / rate(whole):.1f}x with the Python rows and writer)")
+    def rate(name: str) -> float:
+        return results[name]["members"] / results[name]["seconds"]
+
+    compiled, baseline = results["(b) RFM/lifecycle/tier compiled → Arrow"], results["(b) hand-written DuckDB SQL → Arrow"]
+    engine = results["(a) evaluate --engine duckdb, default pack"]
+    print(f"\ncompiled / hand-written (same results):  {compiled['seconds'] / baseline['seconds']:.2f}x  (target ≤ 1.5x)")
+    print(f"DuckDB engine, default pack, {args.members:,} members: {engine['seconds']:.1f} s, "
+          f"{engine['peak_mib'] / 1024:.2f} GiB (target < 30 s, < 4 GiB)")
+    print(f"DuckDB / Python engine members per second (target ≥ 20x): "
+          f"{rate('(a) evaluate --engine duckdb, default pack') / rate('(c) evaluate --engine python, default pack'):.1f}x "
+          f"end to end ({args.members:,} / {args.python_members:,} members); "
+          f"{rate('(a) its SQL alone, files → Arrow') / rate('(c) Python engine alone, files → rows'):.1f}x "
+          f"evaluation alone; "
+          f"{rate('(c) evaluate --engine duckdb, same data') / rate('(c) evaluate --engine python, default pack'):.1f}x "
+          f"end to end on the same {args.python_members:,} members")
 
 
 if __name__ == "__main__":

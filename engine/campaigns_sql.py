@@ -1,15 +1,20 @@
-"""Campaigns on the DuckDB engine: conditions in SQL, the state file read as a table.
+"""Campaigns on the DuckDB engine: decided in SQL and Arrow, the state file read as a table.
 
 Every campaign's `when` and `points`, the values its `when` reads (event aggregates,
 rankings, calls), the tier's `by` value and `count(orders)` become extra columns of the
 compiled query (sql.py: same compiler, same three-valued logic); member fields and the
 metrics not in the output are carried along. The previous run's results (state.py) go to
-DuckDB as a table and are joined on the member key, so each campaign's transition is a
-SQL condition too. Members matching no campaign stay in DuckDB: only the candidates come
-back to Python, where campaigns.py decides exactly as for the Python engine (the same
-`_match`, delivery rules, templates and ledger transaction) reading the SQL columns. The
-SQL match is a filter that never drops a member the Python check would keep; the
-decision itself is made once, in campaigns.py.
+DuckDB as a table joined on the member key, so each campaign's transition, and the values
+it saw, are SQL too. The steps, each over whole columns:
+
+1. match: per member and campaign, campaigns._match's answer (the FLAGS table);
+2. deliver: consent, cooldowns, groups, caps and budgets (delivery_sql.py, delivery.py's rules);
+3. write: per campaign, the sent members' messages (messages.py prints simple templates from
+   Arrow columns; others render one by one in Jinja2's sandbox from the Python engine's
+   context), values and idempotency keys become actions.jsonl lines (actions_arrow.py).
+
+The files are the Python engine's, byte for byte (tests/test_campaigns_sql.py,
+tests/test_campaigns_equal.py); the same state_run transaction records the run.
 """
 
 from __future__ import annotations
@@ -664,3 +669,25 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
         with contextlib.suppress(Exception):
             for table in (ROWS, FLAGS, JUDGED):
                 con.execute(f"DROP TABLE IF EXISTS {_q(table)}").fetchall()
+
+
+def decide_first_run(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[str, str]
+                     ) -> tuple[list[dict], Decision]:
+    """The result rows (as the Python engine's values) and the campaign decision of a first run
+    (no previous state, an empty ledger), on DuckDB: what `diff --engine duckdb` compares."""
+    from .duckdb_engine import iter_query
+
+    tz = ZoneInfo(rules.timezone)
+    plan = campaign_columns(rules)
+    compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables, extra=plan.extra, carry=plan.carry)
+    run = _Run(con, rules, as_of, tz, compiled.query_sql(), compiled.columns, plan)
+    try:
+        decision = run.decide(None, [])
+        columns = compiled.columns[:len(result_columns(rules))]
+        names = ", ".join(_q(name) for name, _ in columns)
+        rows = [row for batch in iter_query(con, f"SELECT {names} FROM {_q(ROWS)} ORDER BY {_q(rules.member.key)}",
+                                            columns, tz) for row in batch]
+        return rows, decision
+    finally:
+        for table in (ROWS, FLAGS, JUDGED):
+            con.execute(f"DROP TABLE IF EXISTS {_q(table)}").fetchall()

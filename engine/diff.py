@@ -24,7 +24,8 @@ from . import ast
 from .campaigns import decide_actions
 from .check import CheckedRuleSet, CheckResult, check_rule_set
 from .errors import Diagnostic, Span
-from .duckdb_engine import evaluate_duckdb
+from .campaigns_sql import decide_first_run
+from .duckdb_engine import DuckDBStream, choose_engine, evaluate_duckdb
 from .eval import compile_rule_set
 from .evaluate import parse_as_of
 from .gitsource import RuleSource, open_rule_source, parse_git_spec
@@ -362,13 +363,23 @@ def _sent_by_campaign(rules: CheckedRuleSet, compiled, evaluation) -> tuple[dict
     if not rules.campaigns:
         return {}, []
     decision = decide_actions(rules, compiled, evaluation)
-    sent: dict[str, list] = defaultdict(list)
-    for action in decision.actions:
-        sent[action.campaign].append(action.member)
-    return dict(sent), list(decision.notes)
+    return decision.sent_members(), list(decision.notes)
 
 
-ENGINES = ("python", "duckdb")
+def _evaluate_duckdb(rules: CheckedRuleSet, data: Path, as_of: dt.datetime) -> tuple[list[dict], dict[str, list],
+                                                                                   list[str]]:
+    """`_sent_by_campaign` and the result rows, on the DuckDB engine."""
+    if not rules.campaigns:
+        return evaluate_duckdb(rules, data, as_of).rows, {}, []
+    stream = DuckDBStream(rules, data, as_of)
+    try:
+        rows, decision = decide_first_run(rules, stream.con, stream.as_of, stream.views.names)
+    finally:
+        stream.close()
+    return rows, decision.sent_members(), list(decision.notes)
+
+
+ENGINES = ("python", "duckdb", "auto")
 
 
 def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | None = None,
@@ -381,8 +392,8 @@ def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | No
         as_of: the evaluation instant, or `--as-of` text (naive: in the new rule set's timezone);
             default now.
         cwd: where `REV:path` is resolved (default: the current directory).
-        engine: "python", or "duckdb" for large snapshots (then campaigns are not counted:
-            they run on the Python engine only).
+        engine: "python", "duckdb" for large snapshots (the same diff, campaigns included), or
+            "auto": duckdb from duckdb_engine.AUTO_MIN_MEMBERS members of the snapshot.
 
     Returns:
         A DiffOutcome with the diff, or with the errors of either rule set.
@@ -416,14 +427,17 @@ def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | No
         cache: dict = {}
         rows, actions, campaign_notes = [], [], []
         channels: dict[str, str] = {}
+        if engine == "auto":
+            engine = choose_engine("auto", new_rules, data, None)
         for rules in (old_rules, new_rules):
             if engine == "duckdb":
-                rows.append(evaluate_duckdb(rules, data, when).rows)
-                continue
-            compiled = compile_rule_set(rules)
-            evaluation = compiled.evaluate(_read(rules, data, when, cache), when)
-            rows.append(evaluation.rows)
-            sent, side_notes = _sent_by_campaign(rules, compiled, evaluation)
+                found, sent, side_notes = _evaluate_duckdb(rules, data, when)
+                rows.append(found)
+            else:
+                compiled = compile_rule_set(rules)
+                evaluation = compiled.evaluate(_read(rules, data, when, cache), when)
+                rows.append(evaluation.rows)
+                sent, side_notes = _sent_by_campaign(rules, compiled, evaluation)
             actions.append(sent)
             campaign_notes += [note for note in side_notes if note not in campaign_notes]
             channels.update({name: c.channel for name, c in rules.campaigns.items()})
@@ -433,14 +447,8 @@ def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | No
             notes.append(f"{len(one_sided)} member(s) are in only one of the results "
                          f"(e.g. {', '.join(map(str, one_sided[:MAX_EXAMPLES]))}): the two schemas read the "
                          "snapshot differently")
-        if engine == "duckdb":
-            campaigns = []
-            if old_rules.campaigns or new_rules.campaigns:
-                notes.append("actions per campaign are not counted with --engine duckdb: campaigns run on the "
-                             "Python engine only")
-        else:
-            campaigns = compare_actions(old_rules, new_rules, actions[0], actions[1], channels)
-            notes += campaign_notes
+        campaigns = compare_actions(old_rules, new_rules, actions[0], actions[1], channels)
+        notes += campaign_notes
         members = len({*(r[old_rules.member.key] for r in rows[0])} & {*(r[new_rules.member.key] for r in rows[1])})
         result = RuleSetDiff(sources[0].label, sources[1].label, when, members, changed,
                              compare_rules(old_rules, new_rules), tiers, classes, segments, campaigns, notes,

@@ -529,7 +529,7 @@ def _micros(value: timedelta) -> int:
 
 def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, fmt: str = "jsonl",
                           params: dict[str, str] | None = None, on_bad_row: str = "fail", dry_run: bool = False,
-                          state: Path | None = None):
+                          state: Path | None = None, checked=None):
     """`evaluate_rules` (evaluate.py) with the DuckDB engine: same checks, writers and report.
 
     Campaigns are decided as by the Python engine (campaigns_sql.py): their conditions run in
@@ -540,7 +540,7 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
 
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    check, as_of = check_with_as_of(rules_dir, params, as_of)
+    check, as_of = check_with_as_of(rules_dir, params, as_of, checked)
     if check.rule_set is None:
         return EvaluateOutcome(check)
     rules = check.rule_set
@@ -704,14 +704,15 @@ def evaluate_rules_with(engine: str) -> Callable:
 
     def run(rules_dir: Path, data_dir: Path, *, as_of, out: Path, fmt: str = "jsonl", params=None,
             on_bad_row: str = "fail", progress=None, state: Path | None = None, dry_run: bool = False):
-        chosen = engine
+        chosen, check = engine, None
         if engine == "auto":
             check = check_rule_set(rules_dir, params)
             chosen = "python" if check.rule_set is None else choose_engine("auto", check.rule_set, data_dir, state)
         if chosen == "python":
             return evaluate_rules(rules_dir, data_dir, as_of=as_of, out=out, fmt=fmt, params=params,
-                                  on_bad_row=on_bad_row, progress=progress, state=state, dry_run=dry_run)
+                                  on_bad_row=on_bad_row, progress=progress, state=state, dry_run=dry_run,
+                                  checked=check)
         return evaluate_rules_duckdb(rules_dir, data_dir, as_of=as_of, out=out, fmt=fmt, params=params,
-                                     on_bad_row=on_bad_row, dry_run=dry_run, state=state)
+                                     on_bad_row=on_bad_row, dry_run=dry_run, state=state, checked=check)
 
     return run

@@ -126,14 +126,15 @@ class InputError(ValueError):
     """A bad option value noticed once the rule set is known (e.g. --as-of): exit 2."""
 
 
-def check_with_as_of(rules_dir: Path, params: dict[str, str] | None,
-                     as_of: datetime | str | None) -> tuple[CheckResult, datetime | None]:
-    """The checked rule set and the evaluation instant read in its timezone (None if it failed).
+def check_with_as_of(rules_dir: Path, params: dict[str, str] | None, as_of: datetime | str | None,
+                     checked: CheckResult | None = None) -> tuple[CheckResult, datetime | None]:
+    """The checked rule set and the evaluation instant read in its timezone (None if it failed);
+    `checked`: the rule set already checked (by `--engine auto`), not checked again.
 
     Raises:
         InputError: --as-of is not a date or timestamp.
     """
-    check = check_rule_set(rules_dir, params)
+    check = checked or check_rule_set(rules_dir, params)
     if check.rule_set is None or isinstance(as_of, datetime):
         return check, as_of  # type: ignore[return-value]
     try:
@@ -145,7 +146,8 @@ def check_with_as_of(rules_dir: Path, params: dict[str, str] | None,
 def evaluate_rules(rules_dir: Path, data_dir: Path, *, as_of: datetime | str | None, out: Path, fmt: str = "jsonl",
                    params: dict[str, str] | None = None, on_bad_row: str = "fail",
                    progress: Callable[[str, int], Callable[[int], None]] | None = None,
-                   state: Path | None = None, dry_run: bool = False) -> EvaluateOutcome:
+                   state: Path | None = None, dry_run: bool = False,
+                   checked: CheckResult | None = None) -> EvaluateOutcome:
     """Check a rule set, evaluate it on a snapshot directory and write one row per member.
 
     Args:
@@ -160,6 +162,7 @@ def evaluate_rules(rules_dir: Path, data_dir: Path, *, as_of: datetime | str | N
         state: the state file (`--state`): previous results for transitions, and the action
             ledger for cooldowns, caps and exactly-once delivery (engine/campaigns.py).
         dry_run: decide everything, write nothing (no results, actions or state).
+        checked: `check_rule_set(rules_dir, params)`, when the caller has it already.
 
     Returns:
         The check result, and the report when the rules were valid.
@@ -170,7 +173,7 @@ def evaluate_rules(rules_dir: Path, data_dir: Path, *, as_of: datetime | str | N
     """
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    check, as_of = check_with_as_of(rules_dir, params, as_of)
+    check, as_of = check_with_as_of(rules_dir, params, as_of, checked)
     if check.rule_set is None:
         return EvaluateOutcome(check)
     rules = check.rule_set

@@ -41,6 +41,8 @@ def test_python_engine_benchmark_agrees_with_the_hand_written_loop():
 def test_scale_benchmark_runs_every_measurement_at_a_small_size(tmp_path):
     out = run_bench("bench_scale.py", "--members", "2000", "--orders", "20000", "--events", "20000",
                     "--python-members", "1000", "--work", str(tmp_path))
-    for row in ("evaluate --engine duckdb", "hand-written DuckDB SQL", "Python engine, files → rows"):
+    for row in ("evaluate --engine duckdb", "hand-written DuckDB SQL", "Python engine alone, files → rows",
+                "evaluate --engine python, default pack"):
         assert row in out
     assert "compiled / hand-written (same results)" in out
+    assert "end to end on the same 1,000 members" in out

@@ -169,7 +169,7 @@ class _Compiler:
             kinds = list(dict.fromkeys(step.kinds))
             step.name = f"step{level}_" + "_".join({"metric": "metrics", "class": "classes",
                                                     "segment": "segments"}.get(k, k) for k in kinds)
-            select = exp.select(exp.Star(), *step.columns).from_(exp.to_table(step.source))
+            select = self.step_select(step)
             self.ctes.append(exp.CTE(this=select, alias=exp.TableAlias(this=exp.to_identifier(step.name))))
             source = step.name
         if self.extra:
@@ -180,6 +180,31 @@ class _Compiler:
         parenthesize(query)
         setup = [self.r.set_time_zone(self.rules.timezone)]
         return CompiledSql(self.r.name, setup, query, columns)
+
+    def step_select(self, step: _Step) -> exp.Select:
+        """`SELECT *, <the step's columns> FROM <the step before>`; window functions (rankings)
+        are computed in a narrow select of the member key and the windows alone, joined back on
+        the key: a window sorts every column of its input, and the step before is wide."""
+        windows: dict[str, tuple[str, exp.Window]] = {}
+        for column in step.columns:
+            for window in list(column.find_all(exp.Window)):
+                if window.find_ancestor(exp.Subquery) is not None:
+                    continue  # a population aggregate's own narrow select
+                text = window.sql()
+                if text not in windows:
+                    windows[text] = (f"{PREFIX}w{len(windows) + 1}", window.copy())
+                window.replace(exp.column(windows[text][0], table=PREFIX + "w", quoted=True))
+        if not windows:
+            return exp.select(exp.Star(), *step.columns).from_(exp.to_table(step.source))
+        key = self.rules.member.key
+        narrow = exp.select(exp.alias_(exp.column(key, quoted=True), PREFIX + "w_key", quoted=True),
+                            *(exp.alias_(window, name, quoted=True) for name, window in windows.values()))
+        narrow = narrow.from_(exp.to_table(step.source))
+        on = exp.EQ(this=exp.column(PREFIX + "w_key", table=PREFIX + "w", quoted=True),
+                    expression=exp.column(key, table="s", quoted=True))
+        return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("s")), *step.columns).from_(
+            exp.alias_(exp.to_table(step.source), "s", table=True)).join(
+            exp.alias_(exp.Subquery(this=narrow), PREFIX + "w", table=True), on=on)
 
     # -- levels --------------------------------------------------------------------------------
 

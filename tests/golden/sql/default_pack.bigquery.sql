@@ -349,7 +349,7 @@ WITH orders_per_member AS (
   FROM members
 ), step2_tier_index_metrics_classes_segments AS (
   SELECT
-    *,
+    s.*,
     CAST(`growth_value` AS INT64) AS `_mr_tier_by`,
     CAST(CASE
       WHEN (
@@ -428,10 +428,10 @@ WITH orders_per_member AS (
         ELSE CAST(DIV(
           (
             (
-              5 * CAST(COUNT(`recency_days`) OVER (ORDER BY `recency_days` ASC RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS INT64)
-            ) + CAST(COUNT(`recency_days`) OVER () AS INT64)
+              5 * CAST(`_mr_w`.`_mr_w2` AS INT64)
+            ) + CAST(`_mr_w`.`_mr_w1` AS INT64)
           ) - 1,
-          CAST(COUNT(`recency_days`) OVER () AS INT64)
+          CAST(`_mr_w`.`_mr_w1` AS INT64)
         ) AS INT64)
       END,
       1
@@ -443,13 +443,10 @@ WITH orders_per_member AS (
         ELSE CAST(DIV(
           (
             (
-              5 * CAST(COUNT(CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END) OVER (
-                ORDER BY CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END ASC
-                RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-              ) AS INT64)
-            ) + CAST(COUNT(CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END) OVER () AS INT64)
+              5 * CAST(`_mr_w`.`_mr_w4` AS INT64)
+            ) + CAST(`_mr_w`.`_mr_w3` AS INT64)
           ) - 1,
-          CAST(COUNT(CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END) OVER () AS INT64)
+          CAST(`_mr_w`.`_mr_w3` AS INT64)
         ) AS INT64)
       END,
       1
@@ -461,13 +458,10 @@ WITH orders_per_member AS (
         ELSE CAST(DIV(
           (
             (
-              5 * CAST(COUNT(CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END) OVER (
-                ORDER BY CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END ASC
-                RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-              ) AS INT64)
-            ) + CAST(COUNT(CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END) OVER () AS INT64)
+              5 * CAST(`_mr_w`.`_mr_w6` AS INT64)
+            ) + CAST(`_mr_w`.`_mr_w5` AS INT64)
           ) - 1,
-          CAST(COUNT(CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END) OVER () AS INT64)
+          CAST(`_mr_w`.`_mr_w5` AS INT64)
         ) AS INT64)
       END,
       1
@@ -513,7 +507,7 @@ WITH orders_per_member AS (
     CAST(CASE
       WHEN `growth_90d` IS NULL
       THEN CAST(NULL AS INT64)
-      ELSE CAST(RANK() OVER (ORDER BY `growth_90d` DESC) AS INT64)
+      ELSE CAST(`_mr_w`.`_mr_w7` AS INT64)
     END AS INT64) AS `leaderboard_rank`,
     CASE
       WHEN (
@@ -561,7 +555,26 @@ WITH orders_per_member AS (
     COALESCE((
       `orders_total` >= 2
     ), FALSE) AS `repurchaser`
-  FROM step1_metrics_segments
+  FROM step1_metrics_segments AS s
+  JOIN (
+    SELECT
+      `member_id` AS `_mr_w_key`,
+      COUNT(`recency_days`) OVER () AS `_mr_w1`,
+      COUNT(`recency_days`) OVER (ORDER BY `recency_days` ASC RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS `_mr_w2`,
+      COUNT(CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END) OVER () AS `_mr_w3`,
+      COUNT(CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END) OVER (
+        ORDER BY CASE WHEN `frequency` = 0 THEN NULL ELSE `frequency` END ASC
+        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+      ) AS `_mr_w4`,
+      COUNT(CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END) OVER () AS `_mr_w5`,
+      COUNT(CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END) OVER (
+        ORDER BY CASE WHEN `monetary` = CAST(0 AS BIGNUMERIC) THEN NULL ELSE `monetary` END ASC
+        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+      ) AS `_mr_w6`,
+      RANK() OVER (ORDER BY `growth_90d` DESC) AS `_mr_w7`
+    FROM step1_metrics_segments
+  ) AS _mr_w
+    ON `_mr_w`.`_mr_w_key` = `s`.`member_id`
 ), step3_metrics_tier_classes_segments AS (
   SELECT
     *,

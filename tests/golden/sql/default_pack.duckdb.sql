@@ -326,7 +326,7 @@ WITH orders_per_member AS (
   FROM members
 ), step2_tier_index_metrics_classes_segments AS (
   SELECT
-    *,
+    s.*,
     CAST("growth_value" AS BIGINT) AS "_mr_tier_by",
     CAST(CASE
       WHEN (
@@ -406,10 +406,10 @@ WITH orders_per_member AS (
         ELSE CAST((
           (
             (
-              5 * CAST(COUNT("recency_days") OVER (ORDER BY "recency_days" ASC RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT)
-            ) + CAST(COUNT("recency_days") OVER () AS BIGINT)
+              5 * CAST("_mr_w"."_mr_w2" AS BIGINT)
+            ) + CAST("_mr_w"."_mr_w1" AS BIGINT)
           ) - 1
-        ) // CAST(COUNT("recency_days") OVER () AS BIGINT) AS BIGINT)
+        ) // CAST("_mr_w"."_mr_w1" AS BIGINT) AS BIGINT)
       END,
       1
     ) AS BIGINT) AS "r_score",
@@ -420,13 +420,10 @@ WITH orders_per_member AS (
         ELSE CAST((
           (
             (
-              5 * CAST(COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER (
-                ORDER BY CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END ASC
-                RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-              ) AS BIGINT)
-            ) + CAST(COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER () AS BIGINT)
+              5 * CAST("_mr_w"."_mr_w4" AS BIGINT)
+            ) + CAST("_mr_w"."_mr_w3" AS BIGINT)
           ) - 1
-        ) // CAST(COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER () AS BIGINT) AS BIGINT)
+        ) // CAST("_mr_w"."_mr_w3" AS BIGINT) AS BIGINT)
       END,
       1
     ) AS BIGINT) AS "f_score",
@@ -437,13 +434,10 @@ WITH orders_per_member AS (
         ELSE CAST((
           (
             (
-              5 * CAST(COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER (
-                ORDER BY CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END ASC
-                RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-              ) AS BIGINT)
-            ) + CAST(COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER () AS BIGINT)
+              5 * CAST("_mr_w"."_mr_w6" AS BIGINT)
+            ) + CAST("_mr_w"."_mr_w5" AS BIGINT)
           ) - 1
-        ) // CAST(COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER () AS BIGINT) AS BIGINT)
+        ) // CAST("_mr_w"."_mr_w5" AS BIGINT) AS BIGINT)
       END,
       1
     ) AS BIGINT) AS "m_score",
@@ -489,7 +483,7 @@ WITH orders_per_member AS (
     CAST(CASE
       WHEN "growth_90d" IS NULL
       THEN CAST(NULL AS BIGINT)
-      ELSE CAST(RANK() OVER (ORDER BY "growth_90d" DESC) AS BIGINT)
+      ELSE CAST("_mr_w"."_mr_w7" AS BIGINT)
     END AS BIGINT) AS "leaderboard_rank",
     CASE
       WHEN (
@@ -539,7 +533,26 @@ WITH orders_per_member AS (
     COALESCE((
       "orders_total" >= 2
     ), FALSE) AS "repurchaser"
-  FROM step1_metrics_segments
+  FROM step1_metrics_segments AS s
+  JOIN (
+    SELECT
+      "member_id" AS "_mr_w_key",
+      COUNT("recency_days") OVER () AS "_mr_w1",
+      COUNT("recency_days") OVER (ORDER BY "recency_days" ASC RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS "_mr_w2",
+      COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER () AS "_mr_w3",
+      COUNT(CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END) OVER (
+        ORDER BY CASE WHEN "frequency" = 0 THEN NULL ELSE "frequency" END ASC
+        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+      ) AS "_mr_w4",
+      COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER () AS "_mr_w5",
+      COUNT(CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END) OVER (
+        ORDER BY CASE WHEN "monetary" = CAST(0 AS DECIMAL(38, 18)) THEN NULL ELSE "monetary" END ASC
+        RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+      ) AS "_mr_w6",
+      RANK() OVER (ORDER BY "growth_90d" DESC) AS "_mr_w7"
+    FROM step1_metrics_segments
+  ) AS _mr_w
+    ON "_mr_w"."_mr_w_key" = "s"."member_id"
 ), step3_metrics_tier_classes_segments AS (
   SELECT
     *,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from sqlglot import exp
 
 from . import types as t
 from .check import CheckedRuleSet, check_rule_set
+from .errors import Diagnostic, DiagnosticError
 from .eval import Evaluation, EvaluationStats
 from .model import TableSchema
 from .snapshot import MEMBER_TABLE, Snapshot, SnapshotStats, find_table_files, paused_gc, read_snapshot
@@ -268,7 +270,7 @@ class _Views:
             elif suffix == ".csv":
                 select = self.csv_select(table, path)
             else:
-                raise FallBack("JSONL is read by the Python reader")
+                select = self.jsonl_select(table, path)
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(self.names[table])} AS {select}").fetchall()
         return self.validate()
 
@@ -415,6 +417,94 @@ class _Views:
                      exp.and_(exp.Not(this=empty.copy()), exp.Coalesce(this=ok, expressions=[exp.false()])))
         return exp.Cast(this=value, to=typed), ok
 
+    # JSONL: each line's object, every value checked against the Python reader's rules; text
+    # values are read as CSV cells are, numbers from their JSON type (decimals from their text).
+
+    def jsonl_select(self, table: str, path: Path) -> str:
+        _, _, columns = self.tables[table]
+        line = exp.column("json", quoted=True)
+        source = exp.Anonymous(this="read_json_objects", expressions=[
+            exp.Literal.string(str(path)),
+            exp.PropertyEQ(this=exp.to_identifier("format"), expression=exp.Literal.string("newline_delimited"))])
+        keys = exp.Anonymous(this="json_keys", expressions=[line.copy()])
+        names = exp.Array(expressions=[exp.Literal.string(name) for name in columns])
+        # An object holding only the schema's columns, each once (the Python reader takes the
+        # last of a repeated key, DuckDB the first; it reports an unknown one).
+        shape = exp.and_(
+            exp.EQ(this=exp.Anonymous(this="json_type", expressions=[line.copy()]), expression=exp.Literal.string("OBJECT")),
+            exp.Anonymous(this="list_has_all", expressions=[names, keys]),
+            exp.EQ(this=exp.Anonymous(this="len", expressions=[keys.copy()]),
+                   expression=exp.Anonymous(this="len", expressions=[exp.Anonymous(this="list_distinct",
+                                                                                   expressions=[keys.copy()])])))
+        cells, checks = [], [shape]
+        for name, type_ in columns.items():
+            value, ok = self.jsonl_cell(line, name, type_, is_key=name == self.tables[table][0])
+            cells.append(exp.alias_(value, name, quoted=True))
+            checks.append(ok)
+        bad = exp.alias_(exp.Not(this=exp.Paren(this=exp.and_(*checks))), "_mr_bad", quoted=True)
+        self.has_bad[table] = True
+        return exp.select(*cells, bad).from_(source).sql("duckdb")
+
+    def jsonl_cell(self, line: exp.Expression, name: str, type_: t.Type, is_key: bool
+                   ) -> tuple[exp.Expression, exp.Expression]:
+        kind = type_.kind
+        typed = sql_type(type_, self.r)
+        path = exp.Literal.string('$."' + name + '"')
+        value_json = exp.Anonymous(this="json_extract", expressions=[line.copy(), path])
+        json_type = exp.Anonymous(this="json_type", expressions=[value_json.copy()])
+        text = exp.Anonymous(this="json_extract_string", expressions=[value_json.copy(), exp.Literal.string("$")])
+
+        def of_type(*names: str) -> exp.Expression:
+            return exp.In(this=json_type.copy(), expressions=[exp.Literal.string(n) for n in names])
+
+        def not_null(node: exp.Expression) -> exp.Expression:
+            return exp.Not(this=exp.Is(this=node.copy(), expression=exp.Null()))
+
+        absent = exp.or_(exp.Is(this=value_json.copy(), expression=exp.Null()), of_type("NULL"))
+        cases: list[tuple[exp.Expression, exp.Expression, exp.Expression]] = []  # (when, value, ok)
+        if kind == "string":
+            ok = exp.NEQ(this=text.copy(), expression=exp.Literal.string("")) if is_key else exp.true()
+            cases.append((of_type("VARCHAR"), text.copy(), ok))
+        else:
+            if kind in ("int", "float", "decimal"):
+                number = exp.TryCast(this=value_json.copy(), to=typed)
+                ok = not_null(number)
+                if kind == "float":
+                    ok = exp.and_(ok, exp.Anonymous(this="isfinite", expressions=[number.copy()]))
+                cases.append((of_type("BIGINT", "UBIGINT") if kind != "float" else of_type("BIGINT", "UBIGINT", "DOUBLE"),
+                              number if kind != "decimal" else exp.TryCast(this=exp.Cast(
+                                  this=value_json.copy(), to=exp.DataType.build("VARCHAR")), to=typed), ok))
+                if kind == "decimal":
+                    # DuckDB reads a JSON fraction as a double: the value comes from the number's
+                    # own text in the line, which must agree with that double.
+                    raw = exp.Anonymous(this="regexp_extract", expressions=[
+                        exp.Cast(this=line.copy(), to=exp.DataType.build("VARCHAR")),
+                        exp.Literal.string('"' + re.escape(name) + r'"\s*:\s*(-?[0-9][0-9.eE+-]*)'),
+                        exp.Literal.number(1)])
+                    exact = exp.TryCast(this=raw.copy(), to=typed)
+                    agrees = exp.EQ(this=exp.TryCast(this=raw.copy(), to=exp.DataType.build("DOUBLE")),
+                                    expression=exp.TryCast(this=value_json.copy(), to=exp.DataType.build("DOUBLE")))
+                    ok = exp.and_(exp.Anonymous(this="regexp_full_match",
+                                                expressions=[raw.copy(), exp.Literal.string(_DECIMAL_RE)]),
+                                  not_null(exact), agrees)
+                    cases.append((of_type("DOUBLE"), exact, ok))
+            elif kind == "bool":
+                cases.append((of_type("BOOLEAN"), exp.TryCast(this=value_json.copy(), to=typed), exp.true()))
+            if kind == "list":
+                value, ok = self.csv_cell(exp.Cast(this=value_json.copy(), to=exp.DataType.build("VARCHAR")), type_)
+                cases.append((of_type("ARRAY"), value, ok))
+            else:
+                # Text is read as a CSV cell is (parse_value), except that "" is never null.
+                value, ok = self.csv_cell(text.copy(), type_)
+                cases.append((of_type("VARCHAR"),
+                              value, exp.and_(exp.NEQ(this=text.copy(), expression=exp.Literal.string("")), ok)))
+        value = exp.Case(ifs=[exp.If(this=absent.copy(), true=exp.Null())] +
+                         [exp.If(this=when, true=exp.Cast(this=v, to=typed)) for when, v, _ in cases])
+        ok = exp.Case(ifs=[exp.If(this=absent.copy(), true=exp.true() if type_.nullable and not is_key else exp.false())]
+                      + [exp.If(this=when.copy(), true=exp.Coalesce(this=o, expressions=[exp.false()]))
+                         for when, _, o in cases], default=exp.false())
+        return value, ok
+
     def validate(self) -> SnapshotStats:
         """Counts rows, and falls back on anything the Python reader would reject or drop as bad.
 
@@ -493,6 +583,8 @@ class _Views:
                 if type_.kind == "duration":
                     values = [None if v is None else _micros(v) for v in values]
                     arrays.append(pa.array(values, pa.int64()))
+                elif type_.kind == "decimal":
+                    arrays.append(_decimal_array(values, table, name))
                 else:
                     arrays.append(pa.array(values, arrow_type(type_, tz)))
             arrow = pa.table(arrays, names=list(columns))
@@ -503,6 +595,21 @@ class _Views:
                                             name, quoted=True) for name, type_ in columns.items()))
             select = casts.from_(exp.Table(this=exp.to_identifier(registered, quoted=True))).sql("duckdb")
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(self.names[table])} AS {select}").fetchall()
+
+
+def _decimal_array(values: list, table: str, column: str):
+    """Decimals for DuckDB's DECIMAL(38, 18); a value it cannot hold exactly is an error (MR506),
+    never rounded: the engines must give the same answers."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, pa.decimal128(38, 18))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        found = next((v for v in values if v is not None and (abs(v) >= 10 ** 20 or v != round(v, 18))), None)
+        raise DiagnosticError([Diagnostic(
+            "MR506", f"table '{table}', column '{column}': the decimal {found} has more than 18 digits after the "
+                     "point or 20 before it, which the DuckDB engine cannot hold exactly (DECIMAL(38, 18))",
+            hint="round the export to 18 decimal places, or evaluate with --engine python")]) from None
 
 
 def _columns_without_nulls(parquet) -> set[str]:

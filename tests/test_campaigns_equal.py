@@ -25,12 +25,12 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, event, given, note, settings, target
+from hypothesis import HealthCheck, Phase, event, given, note, settings, target
 from hypothesis import strategies as st
 
 from memberrules.engine.duckdb_engine import evaluate_rules_with
 
-EXAMPLES = int(os.environ.get("MR_CAMPAIGN_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("MR_CAMPAIGN_EXAMPLES", "75"))
 TZ = ZoneInfo("Asia/Shanghai")
 ENGINES = ("python", "duckdb")
 
@@ -60,6 +60,11 @@ METRICS = {
     "last_order_days": "days_between(last(orders.placed_at), as_of)",  # null without orders
     "big_order": "max(orders.amount within 7d)",  # null without an order this week
     "avg_spend": "avg(spend over members where orders_30d > 0)",  # null when nobody ordered
+    "share": "percent_rank(spend)",  # a float
+    "last_order": "last(orders.placed_at)",  # a timestamp
+    "since": "as_of - last(orders.placed_at)",  # a duration
+    "first_day": "date(first(orders.placed_at within 30d))",  # a date
+    "vip_text": "lower(name ?? 'NONE')",  # a string
 }
 SEGMENTS = {
     "active": "orders_30d >= 1",
@@ -79,7 +84,10 @@ WHENS = [
     "count(orders within 1d) > 0", "sum(orders.amount within 7d where amount > 20) > 30", "name is null",
     "contains(name ?? '', 'a')", "rank(points_balance) <= 5", "ntile(spend, 4) == 4",
     "day_of_month(as_of) == 9", "opted_in_sms or opted_in_push", "coalesce(credit, 0) + spend >= 40",
+    "share >= 0.5", "percent_rank(points_balance) < 0.7", "round(spend / 7) > 3", "since < 2d",
+    "last_order >= as_of - 36h", "first_day is not null", "starts_with(vip_text, 'a')",
 ]
+COMMON = ["true", "orders_30d >= 1", "points_balance >= 200", "not rich", "lifecycle is not null"]  # often true
 TIER_WHENS = ["tier == 'gold'", "tier != 'bronze'", "tier_gap <= 200", "next_tier == 'gold'", "tier is null"]
 TRIGGERS = ["entered active", "left active", "entered big_spender", "left rich", "first_order",
             "class lifecycle from active to lapsing", "class lifecycle to active", "lifecycle from fresh",
@@ -96,10 +104,13 @@ PIECES = [
     "{{ campaign }}", "{{ avg_spend }}", "{{ member.points_balance }}", "{{ previous.segments | join('/') }}",
     "{{ previous.classes.lifecycle }}", "“引号” \"q\" back\\slash é 会员 {{ threshold }}",
     "{{ member.name | default('friend', true) | upper }}", "{{ spend / 3 }}", "{{ rich }}",
-    "{% for s in segments %}[{{ loop.index }}:{{ s }}]{% endfor %}",
+    "{% for s in segments %}[{{ s }}]{% endfor %}", "{{ share }}", "{{ last_order }}", "{{ since }}",
+    "{{ first_day }}", "{{ vip_text }}", "{{ as_of }}", "{{ segments }}", "{{ member.vip }}", "{{ big_spender }}",
+    "{{ member.opted_in_sms }}/{{ member.opted_in_email }}", "100% {} %s {{ orders_30d }}", "line\nbreak\ttab",
+    "{{ member.member_id }}", "{{ previous.tier }}", "{{ classes }}",
 ]
-TIER_PIECES = ["{{ tier }}", "{{ next_tier }} in {{ gap }}", "{{ previous.tier }} → {{ tier }}", "{{ tier_gap }}",
-               "{{ current_tier }}"]
+TIER_PIECES = ["{{ tier }}", "{{ next_tier }} in {{ gap }}", "{{ previous.tier }} → {{ tier }}", "{{ tier_gap }}"]
+CURRENT_PIECES = ["{{ current_tier }}", "{{ earned_tier }}/{{ keep_gap }}"]  # with tiers.current
 CHANNELS = ["sms", "push", "email", "in_app", "coupon", "points"]
 CONSENTS = ["opted_in_sms", "opted_in_push", "opted_in_email", "vip"]
 QUIET = ["21:00-09:00", "22:00-08:00", "23:00-24:00", "00:00-11:00", "10:00-10:30"]
@@ -127,27 +138,27 @@ def q(text: str) -> str:
 def conditions(tiers: bool):
     atom = st.sampled_from(WHENS + TIER_WHENS if tiers else WHENS)
     return st.one_of(
-        atom,
+        atom, st.sampled_from(COMMON),
         st.tuples(atom, st.sampled_from(["and", "or"]), atom).map(lambda x: f"({x[0]}) {x[1]} ({x[2]})"),
         atom.map(lambda x: f"not ({x})"),
     )
 
 
 @st.composite
-def templates(draw, tiers: bool) -> str:
-    pieces = draw(st.lists(st.sampled_from(PIECES + TIER_PIECES if tiers else PIECES), min_size=1, max_size=4))
-    return " ".join(pieces)
+def templates(draw, tiers: bool, current: bool) -> str:
+    pieces = PIECES + (TIER_PIECES if tiers else []) + (CURRENT_PIECES if current else [])
+    return " ".join(draw(st.lists(st.sampled_from(pieces), min_size=1, max_size=4)))
 
 
 @st.composite
-def campaigns(draw, name: str, tiers: bool, downgrade: bool) -> str:
+def campaigns(draw, name: str, tiers: bool, current: bool, downgrade: bool) -> str:
     triggers = TRIGGERS + (TIER_TRIGGERS if tiers else []) + (["tier_at_risk"] if downgrade else [])
-    on = draw(st.none() | st.sampled_from(triggers))
+    on = draw(st.sampled_from(triggers)) if draw(st.integers(0, 99)) < 35 else None  # mostly a condition
     when = draw(conditions(tiers)) if on is None else draw(st.none() | conditions(tiers))
     channel = draw(st.sampled_from(CHANNELS))
     action = [f"channel: {channel}"]
     if channel in ("sms", "push", "email", "in_app") or draw(st.booleans()):
-        action.append(f"template: {q(draw(templates(tiers)))}")
+        action.append(f"template: {q(draw(templates(tiers, current)))}")
     if channel == "coupon":
         action.append(f"coupon: {draw(st.sampled_from(['WELCOME10', 'x y']))}")
     if channel == "points":
@@ -157,8 +168,8 @@ def campaigns(draw, name: str, tiers: bool, downgrade: bool) -> str:
         lines.append(f"    when: {q(when)}")
     if on is not None:
         lines.append(f"    on: {on}")
-    requires = draw(st.none() | st.sampled_from(CONSENTS) | st.lists(st.sampled_from(CONSENTS), min_size=1,
-                                                                      max_size=2, unique=True))
+    requires = draw(st.sampled_from([None, None, *CONSENTS]) if draw(st.integers(0, 9)) else
+                    st.lists(st.sampled_from(CONSENTS), min_size=1, max_size=2, unique=True))
     if isinstance(requires, str):
         lines.append(f"    requires: {requires}")
     elif requires:
@@ -168,7 +179,7 @@ def campaigns(draw, name: str, tiers: bool, downgrade: bool) -> str:
         "cooldown": draw(st.none() | st.sampled_from(["12h", "1d", "3d", "30d"])),
         "group": draw(st.none() | st.sampled_from(["g1", "g2"])),
         "priority": draw(st.none() | st.integers(0, 3)),
-        "budget": draw(st.none() | st.integers(0, 4)),
+        "budget": draw(st.none() | st.sampled_from([0, 1, 2, 3, 9])),
         "transactional": draw(st.sampled_from([None, None, None, "true"])),
         "window": draw(st.sampled_from([None] * 6 + WINDOWS)),
     }
@@ -202,7 +213,7 @@ def deliveries(draw) -> str | None:
     global_caps = draw(caps(1))
     if global_caps != "[]":
         lines.append(f"  caps: {global_caps}")
-    budget = draw(st.none() | st.integers(0, 12))
+    budget = draw(st.none() | st.sampled_from([0, 1, 3, 5, 8, 12]))
     if budget is not None:
         lines.append(f"  budget: {budget}")
     return "\n".join(lines)
@@ -220,19 +231,20 @@ def rule_sets(draw) -> str:
     if draw(st.booleans()):
         parts.append("    - {name: gone, else: true}")  # without it, lifecycle is null for some members
     tiers = draw(st.booleans())
-    downgrade = False
+    current = downgrade = False
     if tiers:
         parts.append(f"tiers:\n  by: {q(draw(st.sampled_from(TIER_BY)))}")
         parts.append("  levels: [{name: bronze, min: 0}, {name: silver, min: 300}, {name: gold, min: 1000}]")
-        if draw(st.integers(0, 3)):
+        current = draw(st.integers(0, 3)) > 0
+        if current:
             parts.append("  current: held_tier")
-        downgrade_when = draw(st.sampled_from([None, "true", "day_of_month(as_of) == 10"]))
-        if downgrade_when is not None:
-            downgrade = True
-            parts.append(f"  downgrade: {{when: {q(downgrade_when)}}}")
+            downgrade_when = draw(st.sampled_from([None, "true", "day_of_month(as_of) == 10"]))
+            if downgrade_when is not None:  # a downgrade needs tiers.current
+                downgrade = True
+                parts.append(f"  downgrade: {{when: {q(downgrade_when)}}}")
     names = draw(st.permutations(NAMES))[:draw(st.integers(1, 6))]
     parts.append("campaigns:")
-    parts += [draw(campaigns(name, tiers, downgrade)) for name in names]
+    parts += [draw(campaigns(name, tiers, current, downgrade)) for name in names]
     delivery = draw(deliveries())
     if delivery is not None:
         parts.append(delivery)
@@ -252,6 +264,7 @@ ORDER_TIMES = st.one_of(
 MONEY = st.decimals(min_value=-20, max_value=300, places=2, allow_nan=False, allow_infinity=False)
 TRICKY_NAMES = ["O'Brien", 'say "hi"', "back\\slash", "李明", "Zoë", "a,b", "  pad ", "", "😀 emoji", "x\ty",
                 "ß", "Ann"]
+CONSENT = st.sampled_from([True, True, False, None])
 member_rows = st.lists(st.fixed_dictionaries({
     "suffix": st.sampled_from(["", "", "", "'", "é", " x"]),
     "name": st.none() | st.sampled_from(TRICKY_NAMES) | st.text(alphabet="ab'\"\\é中 ", max_size=6),
@@ -259,8 +272,7 @@ member_rows = st.lists(st.fixed_dictionaries({
     "balance": st.integers(0, 1500), "step": st.integers(-400, 400),
     "credit": st.none() | st.decimals(min_value=-20, max_value=200, places=2, allow_nan=False,
                                       allow_infinity=False),
-    "sms": st.none() | st.booleans(), "push": st.none() | st.booleans(), "email": st.booleans(),
-    "vip": st.none() | st.booleans(),
+    "sms": CONSENT, "push": CONSENT, "email": st.booleans(), "vip": CONSENT,
     "joins": st.sampled_from([0, 0, 0, 1, 2]),  # the run from which the member is in the snapshot
     "orders": st.lists(st.tuples(ORDER_TIMES, MONEY, st.sampled_from(["offset", "wall", "utc"])), max_size=5),
 }), min_size=5, max_size=40)
@@ -290,6 +302,10 @@ def _time(at: datetime, style: str) -> str:
     return at.isoformat()
 
 
+MEMBER_COLUMNS = ["member_id", "name", "held_tier", "points_balance", "credit", "opted_in_sms", "opted_in_push",
+                  "opted_in_email", "vip"]
+
+
 def write_snapshot(directory: Path, members: list[dict], run: int, fmt: str) -> None:
     """The snapshot of run `run`: members who joined by then, with that day's points balance."""
     directory.mkdir(parents=True)
@@ -306,6 +322,7 @@ def write_snapshot(directory: Path, members: list[dict], run: int, fmt: str) -> 
                    for at, amount, style in m["orders"]]
     orders.append({"member_id": "NOBODY", "placed_at": BASE.isoformat(), "amount": Decimal("1.00")})
     for table, records in (("member", rows), ("orders", orders)):
+        columns = MEMBER_COLUMNS if table == "member" else ["member_id", "placed_at", "amount"]
         if fmt == "jsonl":
             with open(directory / f"{table}.jsonl", "w", encoding="utf-8") as handle:
                 for record in records:
@@ -314,7 +331,7 @@ def write_snapshot(directory: Path, members: list[dict], run: int, fmt: str) -> 
         else:
             with open(directory / f"{table}.csv", "w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle, lineterminator="\n")
-                writer.writerow(list(records[0]) if records else ["member_id", "placed_at", "amount"])
+                writer.writerow(columns)
                 for record in records:
                     writer.writerow([_cell(v) for v in record.values()])
 
@@ -391,7 +408,8 @@ def run_scenario(scenario: Scenario, root: Path) -> int:
     return actions
 
 
-@settings(max_examples=EXAMPLES, deadline=None, print_blob=True,
+# No explain phase: it re-runs the failing example under coverage tracing, slowly, to list lines.
+@settings(max_examples=EXAMPLES, deadline=None, print_blob=True, phases=[p for p in Phase if p is not Phase.explain],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(scenario=scenarios)

@@ -278,20 +278,24 @@ member_rows = st.lists(st.fixed_dictionaries({
 }), min_size=5, max_size=40)
 
 
+KEYS = {"padded": "m{k:02d}", "digits": "{k}", "mixed case": "{m}{k}"}  # "10" sorts before "9" as text
+
+
 @dataclass
 class Scenario:
     rules: str
     members: list[dict]
     days: tuple[str, ...]
     fmt: str
+    keys: str = "padded"
 
 
 scenarios = st.builds(Scenario, rules=rule_sets(), members=member_rows, days=st.sampled_from(DAYS),
-                      fmt=st.sampled_from(["jsonl", "csv"]))
+                      fmt=st.sampled_from(["jsonl", "csv"]), keys=st.sampled_from(list(KEYS)))
 
 
-def _key(k: int, member: dict) -> str:
-    return f"m{k:02d}{member['suffix']}"
+def _key(k: int, member: dict, keys: str) -> str:
+    return KEYS[keys].format(k=k, m="mM"[k % 2]) + member["suffix"]
 
 
 def _time(at: datetime, style: str) -> str:
@@ -306,14 +310,14 @@ MEMBER_COLUMNS = ["member_id", "name", "held_tier", "points_balance", "credit", 
                   "opted_in_email", "vip"]
 
 
-def write_snapshot(directory: Path, members: list[dict], run: int, fmt: str) -> None:
+def write_snapshot(directory: Path, members: list[dict], run: int, fmt: str, keys: str) -> None:
     """The snapshot of run `run`: members who joined by then, with that day's points balance."""
     directory.mkdir(parents=True)
     rows, orders = [], []
     for k, m in enumerate(members):
         if m["joins"] > run:
             continue
-        key = _key(k, m)
+        key = _key(k, m, keys)
         rows.append({"member_id": key, "name": m["name"], "held_tier": m["tier"],
                      "points_balance": m["balance"] + run * m["step"], "credit": m["credit"],
                      "opted_in_sms": m["sms"], "opted_in_push": m["push"], "opted_in_email": m["email"],
@@ -378,11 +382,11 @@ def run_scenario(scenario: Scenario, root: Path) -> int:
     rules = root / "rules"
     rules.mkdir()
     (rules / "rules.yaml").write_text(scenario.rules, encoding="utf-8")
-    context = f"rules.yaml:\n{scenario.rules}\ndays: {scenario.days}, snapshot as {scenario.fmt}"
+    context = f"days: {scenario.days}, snapshot as {scenario.fmt}, {scenario.keys} keys"
     actions = 0
     for run, as_of in enumerate(scenario.days):
         data = root / "data" / f"run{run}"
-        write_snapshot(data, scenario.members, run, scenario.fmt)
+        write_snapshot(data, scenario.members, run, scenario.fmt, scenario.keys)
         files = {}
         for engine in ENGINES:
             out = root / engine / f"run{run}" / "results.jsonl"

@@ -387,18 +387,19 @@ class _Run:
 
     def value_columns(self, campaign: CheckedCampaign, trigger_values: list[ValueColumn], index: int
                       ) -> list[ValueColumn]:
-        """What the Python engine puts in the action's `values`, in its order: the trigger's
-        values, then the values the condition read, then the points."""
+        """What the Python engine puts in the action's `values`, as its dict fills them: the
+        trigger's values, then the values the condition read, then the points; a name set
+        again keeps its first place and takes the later value."""
         columns: dict[str, ValueColumn] = {}
         for j, value in enumerate(trigger_values):
             zero = _q(f"{PREFIX}zero_{index}_{j}") if value.zero_when is not None else None
-            columns.setdefault(value.name, ValueColumn(value.name, _q(f"{PREFIX}seen_{index}_{j}"), value.type, zero))
+            columns[value.name] = ValueColumn(value.name, _q(f"{PREFIX}seen_{index}_{j}"), value.type, zero)
         if campaign.when is not None:
             for name, sql, type_ in self.condition_reads(campaign.when):
-                columns.setdefault(name, ValueColumn(name, sql, type_))
+                columns[name] = ValueColumn(name, sql, type_)
         if campaign.points is not None:
-            columns.setdefault("points", ValueColumn("points", _q(self.plan.by_node[campaign.points]),
-                                                     campaign.points.type or t.INT))
+            columns["points"] = ValueColumn("points", _q(self.plan.by_node[campaign.points]),
+                                            campaign.points.type or t.INT)
         return list(columns.values())
 
     def condition_reads(self, when: ast.Expr) -> Iterator[tuple[str, str, t.Type]]:
@@ -435,12 +436,13 @@ class _Run:
                   f"{_s(instant_text(self.as_of))})) AS digest"]
         select += [f"{value.sql} AS {_q(f'v{j}')}" for j, value in enumerate(values)]
         select += [f"{value.zero_when} AS {_q(f'z{j}')}" for j, value in enumerate(values) if value.zero_when]
-        select += [f"{sql} AS {_q(f'm{j}')}" for j, (sql, _) in enumerate(printed_columns or [])]
+        select += [f"{sql} AS {_q(f'm{j}')}" for j, (sql, type_) in enumerate(printed_columns or [])
+                   if type_ is not None]  # a constant is printed text already, not SQL
         table = self.con.sql(f"SELECT {', '.join(select)} FROM {JUDGED} AS j "
                              f"JOIN {_q(FLAGS)} AS f ON f.{_q(POS)} = j.pos JOIN {_q(ROWS)} AS r ON r.rowid = f.{_q(RID)} "
                              f"WHERE j.campaign = {index} AND j.rule IS NULL ORDER BY j.pos").to_arrow_table()
         n = table.num_rows
-        members = table.column("member").combine_chunks() if n else pa.array([], self.member_arrow_type(table))
+        members = table.column("member").combine_chunks() if n else pa.array([], table.schema.field("member").type)
         digests = table.column("digest").combine_chunks().cast(pa.string())
         keys = pc.binary_join_element_wise(campaign.name + ":", pc.utf8_slice_codeunits(digests, 0, 32), "") \
             if n else pa.array([], pa.string())
@@ -462,9 +464,6 @@ class _Run:
         if limit is not None and messages is not None and n:
             self.too_long[campaign.name] = pc.sum(pc.greater(pc.utf8_length(messages), limit)).as_py() or 0
         return block
-
-    def member_arrow_type(self, table):
-        return table.schema.field("member").type
 
     # -- messages ------------------------------------------------------------------------------------
 

@@ -135,3 +135,39 @@ def test_segment_class_and_first_order_transitions_give_the_same_actions(snapsho
     for campaign in ("welcome_to_vip", "left_the_nudge", "went_silent", "first_purchase"):
         assert f'{{"campaign":"{campaign}"' in python, campaign
     assert _state(tmp_path / "duckdb.db") == _state(tmp_path / "python.db")
+
+
+TEMPLATES = """\
+campaigns:
+  printed_from_columns:
+    when: vip or monetary > 0
+    action:
+      channel: in_app
+      template: "{{ member.name }} ({{ member.city }}, born {{ member.birthday }}) {{ tier }}/{{ next_tier }}/{{ gap }}:
+        {{ monetary }} {{ avg_spend }} {{ vip }} {{ rfm }} {{ rfm_recent_days }} {{ campaign }} {{ as_of }}"
+  rendered_one_by_one:
+    when: lifecycle == 'silent' or high_value
+    action:
+      channel: in_app
+      template: "{% if vip %}VIP {% endif %}{{ monetary | round(1) }} {{ classes.rfm }} {{ segments | length }}
+        {{ previous.tier }} {{ member.registered_at }} {{ earned_tier }} {{ keep_gap }}"
+  at_risk:
+    on: tier_at_risk
+    action: {channel: in_app, template: "{{ earned_tier }} {{ keep_gap }}"}
+"""
+
+
+def test_every_kind_of_template_gives_the_python_engines_messages(snapshot, tmp_path):
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("*.test.yaml", "campaigns.yaml"))
+    (rules / "campaigns.yaml").write_text(TEMPLATES, encoding="utf-8")
+    day = "2026-12-31"  # the day before the yearly review: some members are at risk
+    for engine in ("python", "duckdb"):
+        outcome = evaluate_rules_with(engine)(rules, snapshot, as_of=day, out=tmp_path / engine / "results.jsonl")
+        assert outcome.report is not None, outcome.check.diagnostics
+    python = (tmp_path / "python" / "actions.jsonl").read_text(encoding="utf-8")
+    assert (tmp_path / "duckdb" / "actions.jsonl").read_text(encoding="utf-8") == python
+    for campaign in ("printed_from_columns", "rendered_one_by_one", "at_risk"):
+        assert f'{{"campaign":"{campaign}"' in python, campaign

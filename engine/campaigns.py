@@ -138,10 +138,6 @@ class Decision:
         return [LedgerEntry(a.key, a.campaign, str(a.member), a.channel, self.as_of, a.send_at,
                             not rules.campaigns[a.campaign].transactional) for a in self.actions]
 
-    @property
-    def action_count(self) -> int:
-        return sum(len(block) for block in self.blocks) if self.blocks else len(self.actions)
-
 
 # -- values ------------------------------------------------------------------------------------------
 

@@ -322,8 +322,9 @@ class _Run:
                   for j, value in enumerate(values) if value.zero_when is not None]
         extra += [f"{self.consent(c)} AS {_q(f'{PREFIX}consent_{i}')}" for i, c in enumerate(campaigns)]
         key = _q(rules.member.key)
-        # The wide rows are stored once, as the query gives them; the narrow FLAGS table holds
-        # what the decision adds (sorting the wide rows again for a row number costs seconds).
+        # The wide rows are stored once, unsorted; the narrow FLAGS table holds what the decision
+        # adds (sorting the wide rows for a row number costs seconds; they are sorted once, when
+        # the results are written).
         con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(ROWS)} AS {self.query}").fetchall()
         con.register(PREVIOUS, _previous_table(rules, previous))
         try:
@@ -620,6 +621,13 @@ class _Run:
             yield batch
 
 
+def _unordered(compiled) -> str:
+    """The query without its ORDER BY: the rows are stored, and sorted when they are read."""
+    query = compiled.query.copy()
+    query.set("order", None)
+    return query.sql(dialect=compiled.dialect)
+
+
 def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[str, str], *, results: Path,
                          fmt: str, state: Path | None = None, dry_run: bool = False,
                          on_batch: Callable[[object], None] | None = None
@@ -641,7 +649,7 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
     tz = ZoneInfo(rules.timezone)
     plan = campaign_columns(rules)
     compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables, extra=plan.extra, carry=plan.carry)
-    run = _Run(con, rules, as_of, tz, compiled.query_sql(), compiled.columns, plan)
+    run = _Run(con, rules, as_of, tz, _unordered(compiled), compiled.columns, plan)
     columns = result_columns(rules)
     try:
         if dry_run:
@@ -679,7 +687,7 @@ def decide_first_run(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dic
     tz = ZoneInfo(rules.timezone)
     plan = campaign_columns(rules)
     compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables, extra=plan.extra, carry=plan.carry)
-    run = _Run(con, rules, as_of, tz, compiled.query_sql(), compiled.columns, plan)
+    run = _Run(con, rules, as_of, tz, _unordered(compiled), compiled.columns, plan)
     try:
         decision = run.decide(None, [])
         columns = compiled.columns[:len(result_columns(rules))]

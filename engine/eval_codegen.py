@@ -372,6 +372,11 @@ class ExprCompiler:
         if {lk, rk} == {"date", "timestamp"}:
             left_code = self.coerce(left_code, node.left, t.TIMESTAMP)
             right_code = self.coerce(right_code, node.right, t.TIMESTAMP)
+        elif "float" in (lk, rk) and {lk, rk} <= {"float", "int", "decimal"}:
+            # Compared as floats, as SQL compares a DOUBLE with a DECIMAL: Python would compare
+            # 0.7 (the float) with 0.7 (the decimal) exactly, and find it smaller.
+            left_code = self.coerce(left_code, node.left, t.FLOAT)
+            right_code = self.coerce(right_code, node.right, t.FLOAT)
         return self._binary(node, "({} " + op + " {})", left_code, right_code)
 
     _MIRRORED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}

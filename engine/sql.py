@@ -783,6 +783,9 @@ class _Compiler:
         left, right = self.sql(node.left), self.sql(node.right)
         if {lt.kind, rt.kind} == {"date", "timestamp"}:
             left, right = self.as_timestamp(left, lt), self.as_timestamp(right, rt)
+        elif "float" in (lt.kind, rt.kind) and {lt.kind, rt.kind} <= {"float", "int", "decimal"}:
+            # A float compared with a number compares as floats, in every dialect (SEMANTICS.md).
+            left, right = self.typed_sql(node.left, t.FLOAT), self.typed_sql(node.right, t.FLOAT)
         return _COMPARE[node.op](this=paren(left), expression=paren(right))
 
     def contained(self, node: ast.Compare) -> exp.Expression:

@@ -72,6 +72,8 @@ def check_template(text: str, names: Iterable[str], member_fields: Mapping[str, 
     known = set(names)
     diagnostics = []
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    if any(True for _ in tree.find_all(nodes.For)):
+        assigned.add("loop")  # `loop.index` and friends, inside a for loop
     for node in tree.find_all(nodes.Name):
         if node.ctx != "load" or node.name in known or node.name in assigned or node.name in env.globals:
             continue

@@ -524,3 +524,15 @@ def test_json_schema_describes_delivery_and_windows():
     assert "delivery" in schema["properties"]
     assert {"from", "to", "weekdays", "hours"} <= set(schema["$defs"]["CampaignWindow"]["properties"])
     assert {"max_length", "quiet_hours", "caps"} <= set(schema["$defs"]["ChannelRules"]["properties"])
+
+
+def test_a_template_may_use_loop_inside_a_for_loop_and_not_outside():
+    from memberrules.engine.templates import check_template
+
+    def locate(start, end):
+        return None
+
+    inside = check_template("{% for s in segments %}{{ loop.index }}. {{ s }} {% endfor %}", ["segments"], {}, locate)
+    outside = check_template("{{ loop.index }}", ["segments"], {}, locate)
+    assert inside == []
+    assert [d.code for d in outside] == ["MR314"]

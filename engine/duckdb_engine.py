@@ -639,8 +639,8 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
                           state: Path | None = None, checked=None):
     """`evaluate_rules` (evaluate.py) with the DuckDB engine: same checks, writers and report.
 
-    Campaigns are decided as by the Python engine (campaigns_sql.py): their conditions run in
-    the query, and the state file (`state`) is read and written in one transaction."""
+    Campaigns are decided in SQL and Arrow with the Python engine's rules and files
+    (campaigns_sql.py); the state file (`state`) is read and written in one transaction."""
     from .evaluate import EvaluateOutcome, EvaluateReport, check_with_as_of
     from .results import rejects_path, result_columns, write_rejects
     from .results_arrow import write_batches
@@ -680,8 +680,6 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
                             as_of, {name: p.value for name, p in rules.params.items()}, [], [], [],
                             rules.member.key)
     engine = ENGINE + (f" (read by the {stream.read_by} reader)" if stream.read_by != "duckdb" else "")
-    if rules.campaigns:
-        engine += "; campaigns not evaluated, use --engine python"
     report = EvaluateReport(out, fmt, as_of, written, stream.stats, counts.members, rejects_file,
                             counts.summary(), evaluation, engine=engine, seconds=timings,
                             rejected_by_table=dict(Counter(reject.table for reject in stream.rejects)),

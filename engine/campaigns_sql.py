@@ -278,12 +278,7 @@ class _Match:
     def earned_index(self) -> str:
         tiers = self.rules.tiers
         by = f"q.{_q(TIER_BY)}"
-        float_by = tiers.by.type is not None and tiers.by.type.kind == "float"
-        cases = []
-        for i, level in reversed(list(enumerate(tiers.levels))):
-            low = f"CAST({level.min!r} AS DOUBLE)" if float_by else \
-                f"CAST({_s(format(Decimal(level.min), 'f'))} AS DECIMAL(38, 18))"
-            cases.append(f"WHEN {by} >= {low} THEN {i}")
+        cases = [f"WHEN {by} >= {self.tier_min(level.min)} THEN {i}" for i, level in reversed(list(enumerate(tiers.levels)))]
         return f"(CASE {' '.join(cases)} ELSE 0 END)"
 
 
@@ -621,6 +616,18 @@ class _Run:
             yield batch
 
 
+def _campaign_run(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[str, str]) -> _Run:
+    """The compiled query with the campaign columns, ready to decide."""
+    plan = campaign_columns(rules)
+    compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables, extra=plan.extra, carry=plan.carry)
+    return _Run(con, rules, as_of, ZoneInfo(rules.timezone), _unordered(compiled), compiled.columns, plan)
+
+
+def _drop_tables(con) -> None:
+    for table in (ROWS, FLAGS, JUDGED):
+        con.execute(f"DROP TABLE IF EXISTS {_q(table)}").fetchall()
+
+
 def _unordered(compiled) -> str:
     """The query without its ORDER BY: the rows are stored, and sorted when they are read."""
     query = compiled.query.copy()
@@ -646,10 +653,8 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
         The decision, the number of result rows written, and the actions file (None without
         campaigns, or on a dry run) — the same files, byte for byte, as the Python engine's.
     """
-    tz = ZoneInfo(rules.timezone)
-    plan = campaign_columns(rules)
-    compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables, extra=plan.extra, carry=plan.carry)
-    run = _Run(con, rules, as_of, tz, _unordered(compiled), compiled.columns, plan)
+    run = _campaign_run(rules, con, as_of, tables)
+    tz = run.tz
     columns = result_columns(rules)
     try:
         if dry_run:
@@ -674,8 +679,7 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
         return decision, written, actions_file
     finally:
         with contextlib.suppress(Exception):
-            for table in (ROWS, FLAGS, JUDGED):
-                con.execute(f"DROP TABLE IF EXISTS {_q(table)}").fetchall()
+            _drop_tables(con)
 
 
 def decide_first_run(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[str, str]
@@ -684,17 +688,13 @@ def decide_first_run(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dic
     (no previous state, an empty ledger), on DuckDB: what `diff --engine duckdb` compares."""
     from .duckdb_engine import iter_query
 
-    tz = ZoneInfo(rules.timezone)
-    plan = campaign_columns(rules)
-    compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables, extra=plan.extra, carry=plan.carry)
-    run = _Run(con, rules, as_of, tz, _unordered(compiled), compiled.columns, plan)
+    run = _campaign_run(rules, con, as_of, tables)
     try:
         decision = run.decide(None, [])
-        columns = compiled.columns[:len(result_columns(rules))]
+        columns = run.columns[:len(result_columns(rules))]
         names = ", ".join(_q(name) for name, _ in columns)
         rows = [row for batch in iter_query(con, f"SELECT {names} FROM {_q(ROWS)} ORDER BY {_q(rules.member.key)}",
-                                            columns, tz) for row in batch]
+                                            columns, run.tz) for row in batch]
         return rows, decision
     finally:
-        for table in (ROWS, FLAGS, JUDGED):
-            con.execute(f"DROP TABLE IF EXISTS {_q(table)}").fetchall()
+        _drop_tables(con)

@@ -36,3 +36,15 @@ def golden(update_golden: bool):
         assert actual == expected, f"{path} differs (pytest --update-golden rewrites it)"
 
     return check
+
+
+def state_file_rows(path) -> dict[str, list[tuple]]:
+    """A state file's rows without its wall-clock columns: what two engines' runs must share."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return {
+            "ledger": db.execute("SELECT key, campaign, member, channel, as_of, send_at, capped FROM ledger "
+                                 "ORDER BY key").fetchall(),
+            "member_state": db.execute("SELECT * FROM member_state ORDER BY as_of, member").fetchall(),
+            "runs": db.execute("SELECT as_of, members, actions FROM runs ORDER BY as_of").fetchall()}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sqlite3
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +29,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, Phase, event, given, note, settings, target
 from hypothesis import strategies as st
 
+from conftest import state_file_rows
 from memberrules.engine.duckdb_engine import evaluate_rules_with
 
 EXAMPLES = int(os.environ.get("MR_CAMPAIGN_EXAMPLES", "50"))
@@ -353,16 +353,6 @@ def _cell(value) -> str:
 
 # -- running both engines -------------------------------------------------------------------------
 
-def _state(path: Path) -> dict[str, list[tuple]]:
-    """The state file without its wall-clock columns."""
-    with sqlite3.connect(path) as db:
-        return {
-            "ledger": db.execute("SELECT key, campaign, member, channel, as_of, send_at, capped FROM ledger "
-                                 "ORDER BY key").fetchall(),
-            "member_state": db.execute("SELECT * FROM member_state ORDER BY as_of, member").fetchall(),
-            "runs": db.execute("SELECT as_of, members, actions FROM runs ORDER BY as_of").fetchall()}
-
-
 def _first_difference(python: bytes, duckdb: bytes) -> str:
     want, got = python.decode().splitlines(), duckdb.decode().splitlines()
     for i, (w, g) in enumerate(zip(want, got)):
@@ -404,7 +394,7 @@ def run_scenario(scenario: Scenario, root: Path) -> int:
                 raise AssertionError(f"run {run} (as_of {as_of}): {name} differs, "
                                      f"{_first_difference(python, duckdb)}\n{context}")
         actions += files["python"]["actions.jsonl"].count(b"\n")
-    python_state, duckdb_state = _state(root / "python.db"), _state(root / "duckdb.db")
+    python_state, duckdb_state = state_file_rows(root / "python.db"), state_file_rows(root / "duckdb.db")
     for table, rows in python_state.items():
         if duckdb_state[table] != rows:
             first = next((i for i, (a, b) in enumerate(zip(rows, duckdb_state[table])) if a != b),

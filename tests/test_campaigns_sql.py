@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import state_file_rows
 from memberrules.engine.check import check_rule_set
 from memberrules.engine.demo import write_demo_snapshot
 from memberrules.engine.duckdb_engine import choose_engine, evaluate_rules_with
@@ -29,16 +30,6 @@ def _run(engine: str, data: Path, day: str, out: Path, state: Path, dry_run: boo
     return outcome.report
 
 
-def _state(path: Path) -> dict[str, list[tuple]]:
-    """The state file without its wall-clock columns."""
-    with sqlite3.connect(path) as db:
-        return {
-            "ledger": db.execute("SELECT key, campaign, member, channel, as_of, send_at, capped FROM ledger "
-                                 "ORDER BY key").fetchall(),
-            "member_state": db.execute("SELECT * FROM member_state ORDER BY as_of, member").fetchall(),
-            "runs": db.execute("SELECT as_of, members, actions FROM runs ORDER BY as_of").fetchall()}
-
-
 def test_consecutive_days_with_a_state_file_give_the_python_engines_files(snapshot, tmp_path):
     for day in DAYS:
         for engine in ("python", "duckdb"):
@@ -49,7 +40,7 @@ def test_consecutive_days_with_a_state_file_give_the_python_engines_files(snapsh
             assert (tmp_path / "duckdb" / day / name).read_bytes() == python, (day, name)
     first = (tmp_path / "duckdb" / DAYS[0] / "actions.jsonl").read_text().splitlines()
     assert len(first) > 100
-    python_state, duckdb_state = _state(tmp_path / "python.db"), _state(tmp_path / "duckdb.db")
+    python_state, duckdb_state = state_file_rows(tmp_path / "python.db"), state_file_rows(tmp_path / "duckdb.db")
     assert duckdb_state == python_state
     assert len(duckdb_state["runs"]) == 3 and duckdb_state["ledger"]
 
@@ -68,7 +59,7 @@ def test_tier_up_against_the_previous_run_fires_on_both_engines(snapshot, tmp_pa
     congrats = [line for line in actions.splitlines() if line.startswith('{"campaign":"congrats"')]
     assert len(congrats) > 50
     assert f'"previous_tier":"{lowest}"' in congrats[0]
-    assert _state(tmp_path / "duckdb.db") == _state(tmp_path / "python.db")
+    assert state_file_rows(tmp_path / "duckdb.db") == state_file_rows(tmp_path / "python.db")
 
 
 def test_a_dry_run_decides_the_same_actions_and_writes_nothing(snapshot, tmp_path):
@@ -134,7 +125,7 @@ def test_segment_class_and_first_order_transitions_give_the_same_actions(snapsho
     assert (tmp_path / "duckdb" / days[1] / "actions.jsonl").read_text() == python
     for campaign in ("welcome_to_vip", "left_the_nudge", "went_silent", "first_purchase"):
         assert f'{{"campaign":"{campaign}"' in python, campaign
-    assert _state(tmp_path / "duckdb.db") == _state(tmp_path / "python.db")
+    assert state_file_rows(tmp_path / "duckdb.db") == state_file_rows(tmp_path / "python.db")
 
 
 TEMPLATES = """\

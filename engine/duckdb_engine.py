@@ -414,7 +414,7 @@ class _Views:
         # Empty: null when the type allows it, a bad row otherwise.
         value = exp.Case(ifs=[exp.If(this=empty, true=exp.Null())], default=value)
         ok = exp.or_(exp.and_(empty.copy(), exp.true() if type_.nullable else exp.false()),
-                     exp.and_(exp.Not(this=empty.copy()), exp.Coalesce(this=ok, expressions=[exp.false()])))
+                     exp.and_(exp.Not(this=exp.Paren(this=empty.copy())), exp.Coalesce(this=ok, expressions=[exp.false()])))
         return exp.Cast(this=value, to=typed), ok
 
     # JSONL: each line's object, every value checked against the Python reader's rules; text

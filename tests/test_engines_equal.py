@@ -460,6 +460,27 @@ def test_bad_row_gives_the_python_readers_file_row_and_column(tmp_path):
     assert (span.file.endswith("member.csv"), span.line) == (True, 4)
 
 
+@pytest.mark.parametrize("cell", ["not a date", "2026-02-30", "1.5"])
+def test_a_bad_value_in_a_nullable_column_is_reported_not_read_as_null(tmp_path, cell):
+    """birthday is `date?`: a cell that is not a date is a bad row for both readers (the fast
+    path once read it as null: NOT (a OR b) lost its parentheses)."""
+    from memberrules.engine.errors import DiagnosticError
+
+    rules, data, as_of = _demo(tmp_path, "csv", members=20)
+    lines = (data / "member.csv").read_text(encoding="utf-8").splitlines()
+    column = lines[0].split(",").index("birthday")
+    cells = lines[2].split(",")
+    cells[column] = cell
+    lines[2] = ",".join(cells)
+    (data / "member.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DiagnosticError) as python_error:
+        read_snapshot(data, rules.model.schema_, rules.timezone, as_of)
+    with pytest.raises(DiagnosticError) as duckdb_error:
+        evaluate_duckdb(rules, data, as_of, connection=duckdb_connection())
+    assert [str(d) for d in duckdb_error.value.diagnostics] == [str(d) for d in python_error.value.diagnostics]
+    assert duckdb_error.value.diagnostics[0].code == "MR503"
+
+
 def test_skipped_bad_rows_give_the_same_rows_and_rejects(tmp_path):
     rules, data, as_of = _demo(tmp_path, "csv", members=80)
     with open(data / "events.csv", "a", encoding="utf-8") as handle:

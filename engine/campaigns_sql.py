@@ -568,6 +568,18 @@ class _Run:
             raise DiagnosticError(problems)
         return pa.array(messages, pa.string())
 
+    def row_counts(self) -> dict[str, int]:
+        """Each event table's rows of known members up to as_of (duckdb_engine.row_count_columns),
+        summed over the stored rows."""
+        from .duckdb_engine import ROWS_PREFIX
+
+        tables = list(self.rules.row_counts)
+        if not tables:
+            return {}
+        sums = self.con.execute(f"SELECT {', '.join(f'sum({_q(ROWS_PREFIX + table)})' for table in tables)} "
+                                f"FROM {_q(ROWS)}").fetchall()[0]
+        return {table: int(total or 0) for table, total in zip(tables, sums)}
+
     def state(self, row: dict) -> MemberState:
         rules, plan = self.rules, self.plan
         key = rules.member.key
@@ -618,8 +630,11 @@ class _Run:
 
 def _campaign_run(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[str, str]) -> _Run:
     """The compiled query with the campaign columns, ready to decide."""
+    from .duckdb_engine import row_count_columns
+
     plan = campaign_columns(rules)
-    compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables, extra=plan.extra, carry=plan.carry)
+    compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables, extra={**plan.extra, **row_count_columns(rules)},
+                           carry=plan.carry)
     return _Run(con, rules, as_of, ZoneInfo(rules.timezone), _unordered(compiled), compiled.columns, plan)
 
 
@@ -637,7 +652,8 @@ def _unordered(compiled) -> str:
 
 def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[str, str], *, results: Path,
                          fmt: str, state: Path | None = None, dry_run: bool = False,
-                         on_batch: Callable[[object], None] | None = None
+                         on_batch: Callable[[object], None] | None = None,
+                         on_row_counts: Callable[[dict[str, int]], None] | None = None
                          ) -> tuple[Decision, int, Path | None]:
     """campaigns.write_outputs on DuckDB: evaluate with the campaign columns, decide, write, record.
 
@@ -648,6 +664,7 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
         results: the results file; actions.jsonl goes beside it.
         state: the state file, as for the Python engine (docs/STATE.md).
         on_batch: sees every Arrow record batch of result rows (the summary's counts).
+        on_row_counts: receives each event table's rows of known members (`_Run.row_counts`).
 
     Returns:
         The decision, the number of result rows written, and the actions file (None without
@@ -660,6 +677,8 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
         if dry_run:
             with state_run(rules, as_of, state, run.decide, lambda: run.kept, lambda: len(run.kept),
                            dry_run=True) as decision:
+                if on_row_counts is not None:
+                    on_row_counts(run.row_counts())
                 for _ in run.batches(on_batch):
                     pass
             return decision, 0, None
@@ -670,6 +689,8 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
             actions_temp = outputs.enter_context(atomic_path(actions_file)) if actions_file else None
             decision = outputs.enter_context(state_run(rules, as_of, state, run.decide, lambda: run.kept,
                                                        lambda: len(run.kept)))
+            if on_row_counts is not None:
+                on_row_counts(run.row_counts())
             # The rows stay Arrow batches from the query to the file, as without campaigns.
             written = write_batches(run.batches(None, keep=state is not None), columns, results_temp, fmt, tz,
                                     dict(run.columns), on_batch=on_batch)

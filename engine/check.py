@@ -125,9 +125,15 @@ class CheckedRuleSet:
     order: list[tuple[str, str]]  # ("metric", name) | ("tier", "tier") | ("class", name) | ("segment", name)
     sources: dict[str, str] = field(default_factory=dict)
     delivery: CheckedDelivery = field(default_factory=CheckedDelivery)
-    # `count(orders)`, typed, when the schema has an `orders` table: the first_order trigger
-    # compares it with the previous run's count.
-    order_count: ast.Expr | None = None
+    # `count(<table>)`, typed, for every event table: the DuckDB engine counts each member's rows
+    # with them (the summary's rows of unknown members), the first_order trigger uses orders'.
+    row_counts: dict[str, ast.Expr] = field(default_factory=dict)
+
+    @property
+    def order_count(self) -> ast.Expr | None:
+        """`count(orders)` when the schema has an `orders` table: the first_order trigger compares
+        it with the previous run's count."""
+        return self.row_counts.get("orders")
 
     @property
     def member(self) -> Table:
@@ -618,12 +624,15 @@ class _RuleSetChecker:
         return CampaignWindow(days[0], days[1], frozenset(weekdays) if weekdays is not None else None,
                               hours)  # type: ignore[arg-type]
 
-    def order_count(self) -> ast.Expr | None:
-        if "orders" not in self.tables:
-            return None
+    def row_counts(self) -> dict[str, ast.Expr]:
         checker = ExprChecker(self.lookup, lambda: [], self.tables, [])
-        expr = parse_expr("count(orders)").expr
-        return checker.check(expr) if expr is not None else None
+        counts = {}
+        for name in self.tables:
+            expr = parse_expr(f"count({name})").expr if name != "member" else None
+            # A table name the grammar cannot read as one (quotes, spaces) gets no count.
+            if isinstance(expr, ast.EventAggregate) and expr.table == name and expr.field is None:
+                counts[name] = checker.check(expr)
+        return counts
 
     # -- order ---------------------------------------------------------------------------------
 
@@ -694,7 +703,7 @@ class _RuleSetChecker:
             output = raw.output if isinstance(raw, Metric) else False
             metrics[name] = CheckedMetric(name, self.metric_exprs[name], output)
         return CheckedRuleSet(self.model, self.model.timezone, self.tables, self.params, metrics, tiers, classes,
-                              segments, campaigns, order, self.loaded.sources, self.delivery, self.order_count())
+                              segments, campaigns, order, self.loaded.sources, self.delivery, self.row_counts())
 
 
 def _kind(symbol: Symbol) -> str:

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from sqlglot import exp
 
+from . import ast
 from . import types as t
 from .check import CheckedRuleSet, check_rule_set
 from .errors import Diagnostic, DiagnosticError
@@ -140,10 +141,26 @@ class DuckDBStream:
             self.close()
             raise
 
+    def compile(self, extra: dict | None = None, carry=()) -> CompiledSql:
+        """The rule set compiled over this snapshot's views, with each event table's rows per
+        member beside the results (`row_count_columns`, read back by `count_known`)."""
+        return compile_sql(self.rules, "duckdb", as_of=self.as_of, tables=self.views.names,
+                           extra={**(extra or {}), **row_count_columns(self.rules)}, carry=carry)
+
+    def count_known(self, sums: dict[str, int]) -> None:
+        """Complete the counts of event rows of unknown members from the query's sums of each
+        member's rows (table → rows of known members up to as_of)."""
+        for table, rows in self.views.awaiting.items():
+            self.stats.events_unknown_member[table] = rows - sums.get(table, 0)
+        self.views.awaiting = {}
+
     def __iter__(self):
         try:
-            compiled = compile_sql(self.rules, "duckdb", as_of=self.as_of, tables=self.views.names)
-            yield from iter_compiled(self.con, compiled, self.tz)
+            compiled = self.compile()
+            columns = [(name, type_) for name, type_ in compiled.columns if not name.startswith(ROWS_PREFIX)]
+            sums = _RowCountSums(self.rules)
+            yield from iter_query(self.con, compiled.query_sql(), columns, self.tz, on_batch=sums.add)
+            self.count_known(sums.totals)
         finally:
             self.close()
 
@@ -151,10 +168,14 @@ class DuckDBStream:
         """The result rows as DuckDB's Arrow record batches, untouched (results_arrow.py writes them);
         `types`, if given, receives the query's column types before the first batch."""
         try:
-            compiled = compile_sql(self.rules, "duckdb", as_of=self.as_of, tables=self.views.names)
+            compiled = self.compile()
             if types is not None:
                 types.update(compiled.columns)
-            yield from self.con.sql(compiled.query_sql()).to_arrow_reader(batch_rows)
+            sums = _RowCountSums(self.rules)
+            for batch in self.con.sql(compiled.query_sql()).to_arrow_reader(batch_rows):
+                sums.add(batch)
+                yield batch
+            self.count_known(sums.totals)
         finally:
             self.close()
 
@@ -163,6 +184,30 @@ class DuckDBStream:
             self.con.close()
         else:
             self.views.drop()
+
+
+# Extra query columns: each event table's rows per member (`count(<table>)`).
+ROWS_PREFIX = "_mr_rows_"
+
+
+def row_count_columns(rules: CheckedRuleSet) -> dict[str, ast.Expr]:
+    """Query columns counting each member's rows of every event table: their sums are the rows of
+    known members, which validate's totals turn into the rows of unknown members without a join."""
+    return {ROWS_PREFIX + table: count for table, count in rules.row_counts.items()}
+
+
+class _RowCountSums:
+    """The sums of the `row_count_columns` over the result batches."""
+
+    def __init__(self, rules: CheckedRuleSet):
+        self.columns = {ROWS_PREFIX + table: table for table in rules.row_counts}
+        self.totals: dict[str, int] = dict.fromkeys(rules.row_counts, 0)
+
+    def add(self, batch) -> None:
+        import pyarrow.compute as pc
+
+        for column, table in self.columns.items():
+            self.totals[table] += pc.sum(batch.column(column)).as_py() or 0
 
 
 def run_compiled(con, compiled: CompiledSql, tz: ZoneInfo) -> list[dict]:
@@ -178,12 +223,16 @@ def iter_compiled(con, compiled: CompiledSql, tz: ZoneInfo, batch_rows: int = 10
     yield from iter_query(con, compiled.query_sql(), compiled.columns, tz, batch_rows)
 
 
-def iter_query(con, sql: str, columns: list[tuple[str, t.Type]], tz: ZoneInfo, batch_rows: int = 100_000):
-    """Rows of any query over these typed columns, a batch at a time, as the Python engine's values."""
+def iter_query(con, sql: str, columns: list[tuple[str, t.Type]], tz: ZoneInfo, batch_rows: int = 100_000,
+               on_batch: Callable[[object], None] | None = None):
+    """Rows of any query over these typed columns, a batch at a time, as the Python engine's values
+    (`on_batch` sees each Arrow record batch first)."""
     reader = con.sql(sql).to_arrow_reader(batch_rows)
     names = [name for name, _ in columns]
     converters = [_converter(type_, tz) for _, type_ in columns]
     for batch in reader:
+        if on_batch is not None:
+            on_batch(batch)
         with paused_gc():
             cells = []
             for (name, type_), convert in zip(columns, converters):
@@ -254,6 +303,7 @@ class _Views:
         self.r = rules_for("duckdb")
         self.complete: dict[str, set[str]] = {}  # Parquet columns whose statistics show no null
         self.has_bad: dict[str, bool] = {}  # CSV views carry a `_mr_bad` column
+        self.awaiting: dict[str, int] = {}  # event table → rows up to as_of, until the query counts them
 
     def drop(self) -> None:
         for name in self.names.values():
@@ -508,26 +558,40 @@ class _Views:
     def validate(self) -> SnapshotStats:
         """Counts rows, and falls back on anything the Python reader would reject or drop as bad.
 
-        One scan per table: the checks, and for event tables the rows of unknown members and
-        after `as_of`, are counted together."""
+        One scan per table: the checks, the rows, and for event tables the rows after `as_of`.
+        Rows of unknown members need the member keys: for a table with a row count in the query
+        (`row_count_columns`) they are the rows up to `as_of` less those the query finds for
+        members — `awaiting` holds the former until `DuckDBStream.count_known`; any other
+        event table is joined with the members here."""
         rows_read, unknown, after = {}, {}, {}
+        self.awaiting = {}
         try:
             for table, (key, time_column, columns) in self.tables.items():
-                counts = self.con.execute(self.check_query(table, key, time_column, columns),
-                                          [self.as_of.isoformat()] if table != MEMBER_TABLE else []).fetchall()[0]
-                checks = counts[3:] if table != MEMBER_TABLE else counts[1:]
-                if any(checks):
+                joined = table != MEMBER_TABLE and table not in self.rules.row_counts
+                counts = self.con.execute(self.check_query(table, key, time_column, columns, joined),
+                                          [self.as_of.isoformat()] if time_column else []).fetchall()[0]
+                head = 1 if table == MEMBER_TABLE else 3
+                if any(counts[head:]):
                     raise FallBack(f"{table}: a row the Python reader reports")
                 rows_read[table] = counts[0]
-                if table != MEMBER_TABLE:
-                    unknown[table], after[table] = counts[1], counts[2]
+                if table == MEMBER_TABLE:
+                    continue
+                after[table] = counts[1]
+                if joined:
+                    unknown[table] = counts[2]
+                else:
+                    self.awaiting[table] = counts[0] - counts[1]
         except FallBack:
             raise
         except Exception as error:  # duckdb.Error: a file DuckDB cannot parse is the Python reader's to report
             raise FallBack(str(error)) from None
         return SnapshotStats(rows_read, 0, unknown, after)
 
-    def check_query(self, table: str, key: str, time_column: str | None, columns: dict[str, t.Type]) -> str:
+    def check_query(self, table: str, key: str, time_column: str | None, columns: dict[str, t.Type],
+                    joined: bool = False) -> str:
+        """count(*), then for an event table the rows after `as_of` and those up to it of unknown
+        members (`joined`; else 0), then the counts of rows the Python reader would report (all zero
+        for a clean file); the `as_of` instant is the query's parameter."""
         def count_where(condition: exp.Expression | None) -> exp.Expression:
             star = exp.Count(this=exp.Star())
             return star if condition is None else exp.Filter(this=star, expression=exp.Where(this=condition))
@@ -551,15 +615,22 @@ class _Views:
             duplicates = exp.Sub(this=exp.Count(this=exp.Star()),
                                  expression=exp.Count(this=exp.Distinct(expressions=[column(key)])))
             return exp.select(count_where(None), *checks, duplicates).from_(view).sql("duckdb")
+        later: exp.Expression = exp.false()
+        if time_column is not None:
+            # `$1`, not `?`: the joined query reads the instant twice, from one parameter.
+            limit: exp.Expression = exp.Cast(this=exp.Placeholder(this="1"), to=exp.DataType.build("TIMESTAMPTZ"))
+            if columns[time_column].kind == "date":
+                limit = exp.Cast(this=limit, to=exp.DataType.build("DATE"))
+            later = exp.GT(this=column(time_column), expression=limit)
+        if not joined:
+            return exp.select(count_where(None), count_where(later), exp.Literal.number(0), *checks
+                              ).from_(view).sql("duckdb")
         member_key = self.tables[MEMBER_TABLE][0]
         members = exp.select(exp.alias_(exp.column(member_key, quoted=True), "_mr_key", quoted=True)).from_(
             exp.Table(this=exp.to_identifier(self.names[MEMBER_TABLE], quoted=True)))
-        limit: exp.Expression = exp.Cast(this=exp.Placeholder(), to=exp.DataType.build("TIMESTAMPTZ"))
-        if columns[time_column].kind == "date":
-            limit = exp.Cast(this=limit, to=exp.DataType.build("DATE"))
-        found = exp.Not(this=is_null(column("_mr_key", "m")))
-        select = exp.select(count_where(None), count_where(is_null(column("_mr_key", "m"))),
-                            count_where(exp.and_(found, exp.GT(this=column(time_column), expression=limit))), *checks)
+        unknown = exp.and_(is_null(column("_mr_key", "m")), exp.Not(this=exp.Coalesce(
+            this=later.copy(), expressions=[exp.false()])))
+        select = exp.select(count_where(None), count_where(later), count_where(unknown), *checks)
         select = select.from_(view).join(exp.alias_(exp.Subquery(this=members), "m", table=True),
                                          on=exp.EQ(this=column(key), expression=column("_mr_key", "m")),
                                          join_type="LEFT")
@@ -699,7 +770,7 @@ def _evaluate_campaigns(check, stream: DuckDBStream, counts: _Counts, timings: d
     try:
         decision, written, actions_file = write_outputs_duckdb(
             rules, stream.con, stream.as_of, stream.views.names, results=out, fmt=fmt, state=state,
-            dry_run=dry_run, on_batch=counts.add_arrow)
+            dry_run=dry_run, on_batch=counts.add_arrow, on_row_counts=stream.count_known)
     finally:
         stream.close()
     rejects_file = None

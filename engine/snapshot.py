@@ -1155,10 +1155,11 @@ def _read_events(source: _Source, tz: ZoneInfo, as_of: datetime, member_keys: di
         for member_key, time, row in zip(keys, times, rows):
             if row is None:
                 continue
-            if member_key not in member_keys:
-                unknown += 1
-            elif limit is not None and time > limit:
+            # After as_of first: such a row is dropped whoever it belongs to (SEMANTICS.md).
+            if limit is not None and time > limit:
                 after += 1
+            elif member_key not in member_keys:
+                unknown += 1
             else:
                 groups[member_key].append(row)
         counts.unknown_member += unknown

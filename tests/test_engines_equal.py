@@ -442,6 +442,53 @@ def test_duckdb_counts_rows_like_the_python_reader(tmp_path):
     assert expected.events_unknown_member["orders"] == 1 and expected.events_after_as_of["orders"] > 0
 
 
+def _input_section(output: str) -> list[str]:
+    lines = output.splitlines()
+    start = lines.index("input:")
+    section = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        section.append(line)
+    return section
+
+
+@pytest.mark.parametrize("campaigns", [True, False])
+def test_the_summary_counts_rows_of_unknown_members_and_after_as_of_as_the_python_engine(tmp_path, campaigns):
+    """The DuckDB engine counts rows of unknown members from the query's per-member counts (no
+    join): the same numbers as the Python reader, with and without campaigns."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from memberrules.cli import main
+
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(Path(__file__).parent.parent / "rules", rules_dir)
+    if not campaigns:
+        (rules_dir / "campaigns.yaml").unlink()
+        (rules_dir / "delivery.yaml").unlink()
+        (rules_dir / "program.test.yaml").unlink()
+    _, data, as_of = _demo(tmp_path, "csv", members=120)
+    with open(data / "orders.csv", "a", encoding="utf-8") as handle:
+        handle.write("NOBODY,O999999991,2026-10-01T10:00:00+08:00,10.00,home\n")
+        handle.write("NOBODY,O999999992,2026-12-01T10:00:00+08:00,10.00,home\n")  # after as_of: counted so
+        handle.write("GHOST,O999999993,2026-09-01T10:00:00+08:00,1.00,home\n")
+    with open(data / "events.csv", "a", encoding="utf-8") as handle:
+        handle.write("NOBODY,2026-10-01T10:00:00+08:00,login\n")
+    sections = {}
+    for engine in ("python", "duckdb"):
+        result = CliRunner().invoke(main, ["evaluate", str(rules_dir), "--data", str(data), "--as-of",
+                                           as_of.isoformat(), "--out", str(tmp_path / engine / "results.jsonl"),
+                                           "--engine", engine])
+        assert result.exit_code == 0, result.output
+        assert f"engine {engine}" in result.output and "read by the python reader" not in result.output
+        sections[engine] = _input_section(result.output)
+    assert sections["duckdb"] == sections["python"]
+    assert any("orders:" in line and "2 of unknown members ignored" in line for line in sections["python"])
+    assert any("events:" in line and "1 of unknown members ignored" in line for line in sections["python"])
+
+
 def test_bad_row_gives_the_python_readers_file_row_and_column(tmp_path):
     from memberrules.engine.errors import DiagnosticError
 

@@ -72,6 +72,12 @@ def _data_path(loc: tuple, data: object) -> tuple[tuple, bool]:
     return tuple(path), True
 
 
+def _value_at(data: object, path: tuple) -> object:
+    for step in path:
+        data = data[step]  # type: ignore[index]
+    return data
+
+
 def _is_field(path: tuple, step: object) -> bool:
     model = _model_at(path)
     return model is not None and any(step == (f.alias or n) for n, f in model.model_fields.items())
@@ -93,6 +99,19 @@ def _message(error: dict, path: tuple) -> tuple[str, str | None]:
     if kind.endswith("_type") or kind.startswith("literal"):
         message = f"{'.'.join(str(p) for p in path)}: {message[0].lower()}{message[1:]}"
     return message, None
+
+
+_KIND_WORDS = {"bool_type": "true or false", "int_type": "a whole number", "decimal_type": "a number",
+               "float_type": "a number", "string_type": "text", "model_type": "a map", "dict_type": "a map",
+               "list_type": "a list"}
+
+
+def _no_branch_message(path: tuple, value: object, kinds: list[str]) -> str:
+    """`params.window: a map is not accepted here; expected true or false, a whole number, a number or text`."""
+    given = "a map" if isinstance(value, dict) else "a list" if isinstance(value, list) else "this value"
+    expected = list(dict.fromkeys(_KIND_WORDS.get(kind, kind.replace("_", " ")) for kind in kinds))
+    listed = ", ".join(expected[:-1]) + " or " + expected[-1] if len(expected) > 1 else expected[0]
+    return f"{'.'.join(str(p) for p in path) or 'the rule file'}: {given} is not accepted here; expected {listed}"
 
 
 def _accepted(annotation: object) -> set[type]:
@@ -157,6 +176,7 @@ def validate_shape(loaded: LoadedRuleSet) -> tuple[RuleSet | None, list[Diagnost
         seen: set[tuple] = set()
         missing: dict[tuple, Diagnostic] = {}
         misspelt: set[tuple] = set()
+        wrong_branch: dict[tuple, list[str]] = {}  # place → what each union branch expected
         for error in failure.errors():
             if error["type"] == "missing" and error["loc"] == ("schema",):
                 diagnostics.append(Diagnostic("MR107", "the rule set has no 'schema' section",
@@ -164,6 +184,7 @@ def validate_shape(loaded: LoadedRuleSet) -> tuple[RuleSet | None, list[Diagnost
                 continue
             path, in_branch = _data_path(tuple(error["loc"]), data)
             if not in_branch:
+                wrong_branch.setdefault(path, []).append(error["type"])
                 continue
             if path in seen:  # one message per place: the first branch of a union is enough
                 continue
@@ -176,6 +197,13 @@ def validate_shape(loaded: LoadedRuleSet) -> tuple[RuleSet | None, list[Diagnost
                 missing[path] = diagnostics[-1]
             elif error["type"] == "extra_forbidden" and hint and hint.startswith("did you mean '"):
                 misspelt.add(path[:-1] + (hint.split("'")[1],))
+        # A value no branch of a union accepts (a map where a scalar goes), with nothing
+        # reported inside it: one error naming what the place takes.
+        for path, kinds in wrong_branch.items():
+            if not any(seen_path[:len(path)] == path for seen_path in seen):
+                seen.add(path)
+                diagnostics.append(Diagnostic("MR108", _no_branch_message(path, _value_at(data, path), kinds),
+                                              loaded.positions.span(path)))
         # `levles:` for `levels:` is one mistake: the missing 'levels' follows from it.
         explained = [missing[path] for path in misspelt if path in missing]
         return None, [d for d in diagnostics if not any(d is e for e in explained)]

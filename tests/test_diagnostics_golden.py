@@ -44,6 +44,7 @@ CODES: dict[str, list[tuple[str, str]]] = {
     "missing_schema": [("MR107", "error")],
     "not_utf8": [("MR102", "error")],
     "nullable_condition_warning": [("MR413", "warning")],
+    "param_given_as_a_map": [("MR108", "error")],
     "requires_not_a_field": [("MR301", "error")],
     "scalar_style_double_quoted": [("MR301", "error")],
     "scalar_style_double_quoted_escapes": [("MR301", "error")],

@@ -137,6 +137,7 @@ rule_documents = st.dictionaries(st.sampled_from(SECTION_WORDS[:25]), structures
 
 @fuzz(150)
 @given(st.one_of(structures, rule_documents))
+@example({"schema": {"member": {"key": "id", "fields": {"id": "string"}}}, "params": {"w": {"type": "duration"}}})
 def test_random_structures_dumped_to_yaml_give_diagnostics(document):
     text = yaml.safe_dump(document, allow_unicode=True)
     note(text)

@@ -140,6 +140,7 @@ class _Compiler:
         self.tables = tables
         self.scope = _Scope()
         self.event_aggregates: dict[ast.EventAggregate, _EventAggregate] = {}
+        self.same_as: dict[str, str] = {}  # aggregate column → the identical one its CTE computes
         self.levels: dict[tuple[str, str], int] = {}
         self.ctes: list[exp.CTE] = []
 
@@ -289,8 +290,14 @@ class _Compiler:
         limit = self.as_of() if time_type.kind != "date" else cast(self.as_of(), "DATE")
         self.scope = _Scope(event_table=table, member_alias="m" if member_source else None)
         columns = [exp.alias_(key, PREFIX + "key", quoted=True)]
+        computed: dict[exp.Expression, str] = {}  # aggregate SQL → the column computing it
         for aggregate in aggregates:
-            columns.append(exp.alias_(self.event_aggregate_sql(aggregate.node), aggregate.column, quoted=True))
+            value = self.event_aggregate_sql(aggregate.node)
+            if value in computed:  # the same aggregate written twice (`30d` and a 30-day param): once
+                self.same_as[aggregate.column] = computed[value]
+                continue
+            computed[value] = aggregate.column
+            columns.append(exp.alias_(value, aggregate.column, quoted=True))
         select = exp.select(*columns).from_(exp.alias_(self.relation(table), "e", table=True))
         if member_source is not None:
             member_key = exp.column(self.rules.member.key, table="m", quoted=True)
@@ -317,7 +324,7 @@ class _Compiler:
         for table, aggregates in by_table.items():
             alias = names[table]
             for aggregate in aggregates:
-                value = exp.column(aggregate.column, table=alias, quoted=True)
+                value = exp.column(self.same_as.get(aggregate.column, aggregate.column), table=alias, quoted=True)
                 if aggregate.node.func in ("count", "sum"):
                     value = exp.Coalesce(this=value, expressions=[self.zero(aggregate.node.type)])
                 select = select.select(exp.alias_(value, aggregate.column, quoted=True))

@@ -123,6 +123,27 @@ def test_decimal_arithmetic_is_exact_on_duckdb(tmp_path, expr, expected):
         (None if expected is None else Decimal(expected).normalize())
 
 
+def test_the_same_aggregate_written_twice_is_computed_once(tmp_path):
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "rules.yaml").write_text(
+        "version: 1\nparams:\n  window: 30d\n"
+        "schema:\n  member:\n    key: id\n    fields: {id: string}\n"
+        "  orders:\n    key: id\n    time: at\n    fields: {id: string, at: timestamp}\n"
+        "metrics:\n  a: {expr: \"count(orders within 30d)\", output: true}\n"
+        "  b: {expr: \"count(orders within window)\", output: true}\n"
+        "  c: {expr: \"count(orders within 31d)\", output: true}\n", encoding="utf-8")
+    rules = check_rule_set(rules_dir).rule_set
+    cte = compile_sql(rules, "duckdb", as_of=AS_OF).query.find(sqlglot.exp.CTE)
+    assert cte.alias == "orders_per_member" and len(list(cte.find_all(sqlglot.exp.Count))) == 2
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "member.csv").write_text("id\nm1\nm2\n", encoding="utf-8")
+    (data / "orders.csv").write_text("id,at\nm1,2026-10-15T00:00:00Z\nm1,2026-10-01T12:00:00Z\n", encoding="utf-8")
+    rows = evaluate_duckdb(rules, data, AS_OF).rows
+    assert [(r["a"], r["b"], r["c"]) for r in rows] == [(1, 1, 2), (0, 0, 0)]
+
+
 def test_decimal_sql_type_is_38_18():
     assert (sql_dialects.PRECISION, sql_dialects.SCALE) == (38, 18)
     con = connect(memory_limit="512MB", threads=1)

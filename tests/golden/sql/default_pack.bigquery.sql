@@ -32,10 +32,7 @@ WITH orders_per_member AS (
         `e`.`amount`,
         NULL
       )
-    ) AS BIGNUMERIC) AS `_mr_orders_sum_6`,
-    CAST(COUNTIF(
-      `e`.`placed_at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(2592000000000 AS INT64) MICROSECOND)
-    ) AS INT64) AS `_mr_orders_count_10`
+    ) AS BIGNUMERIC) AS `_mr_orders_sum_6`
   FROM `orders` AS e
   WHERE
     `e`.`placed_at` <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP)
@@ -83,15 +80,7 @@ WITH orders_per_member AS (
       AND (
         `e`.`type` = 'refer'
       )
-    ) AS INT64) AS `_mr_events_count_12`,
-    CAST(COUNTIF(
-      (
-        `e`.`at` > TIMESTAMP_ADD(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP), INTERVAL -CAST(7776000000000 AS INT64) MICROSECOND)
-      )
-      AND (
-        `e`.`type` = 'refer'
-      )
-    ) AS INT64) AS `_mr_events_count_13`
+    ) AS INT64) AS `_mr_events_count_12`
   FROM `events` AS e
   WHERE
     `e`.`at` <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMP)
@@ -153,13 +142,13 @@ WITH orders_per_member AS (
     COALESCE(`orders_per_member`.`_mr_orders_count_4`, CAST(0 AS INT64)) AS `_mr_orders_count_4`,
     COALESCE(`orders_per_member`.`_mr_orders_sum_5`, CAST(0 AS BIGNUMERIC)) AS `_mr_orders_sum_5`,
     COALESCE(`orders_per_member`.`_mr_orders_sum_6`, CAST(0 AS BIGNUMERIC)) AS `_mr_orders_sum_6`,
-    COALESCE(`orders_per_member`.`_mr_orders_count_10`, CAST(0 AS INT64)) AS `_mr_orders_count_10`,
+    COALESCE(`orders_per_member`.`_mr_orders_count_2`, CAST(0 AS INT64)) AS `_mr_orders_count_10`,
     COALESCE(`events_per_member`.`_mr_events_count_7`, CAST(0 AS INT64)) AS `_mr_events_count_7`,
     COALESCE(`events_per_member`.`_mr_events_count_8`, CAST(0 AS INT64)) AS `_mr_events_count_8`,
     COALESCE(`events_per_member`.`_mr_events_count_9`, CAST(0 AS INT64)) AS `_mr_events_count_9`,
     COALESCE(`events_per_member`.`_mr_events_count_11`, CAST(0 AS INT64)) AS `_mr_events_count_11`,
     COALESCE(`events_per_member`.`_mr_events_count_12`, CAST(0 AS INT64)) AS `_mr_events_count_12`,
-    COALESCE(`events_per_member`.`_mr_events_count_13`, CAST(0 AS INT64)) AS `_mr_events_count_13`,
+    COALESCE(`events_per_member`.`_mr_events_count_12`, CAST(0 AS INT64)) AS `_mr_events_count_13`,
     COALESCE(`benefits_per_member`.`_mr_benefits_count_14`, CAST(0 AS INT64)) AS `_mr_benefits_count_14`,
     COALESCE(`benefits_per_member`.`_mr_benefits_count_15`, CAST(0 AS INT64)) AS `_mr_benefits_count_15`
   FROM `member` AS m

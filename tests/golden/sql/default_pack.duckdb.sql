@@ -23,11 +23,7 @@ WITH orders_per_member AS (
     CAST(SUM("e"."amount") FILTER(WHERE
       (
         CAST("e"."placed_at" AS DATE) = CAST(CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ) AS DATE)
-      )) AS DECIMAL(38, 18)) AS "_mr_orders_sum_6",
-    CAST(COUNT(*) FILTER(WHERE
-      "e"."placed_at" > (
-        CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ) + TO_MICROSECONDS(-CAST(2592000000000 AS BIGINT))
-      )) AS BIGINT) AS "_mr_orders_count_10"
+      )) AS DECIMAL(38, 18)) AS "_mr_orders_sum_6"
   FROM "orders" AS e
   WHERE
     "e"."placed_at" <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
@@ -80,16 +76,7 @@ WITH orders_per_member AS (
       )
       AND (
         "e"."type" = 'refer'
-      )) AS BIGINT) AS "_mr_events_count_12",
-    CAST(COUNT(*) FILTER(WHERE
-      (
-        "e"."at" > (
-          CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ) + TO_MICROSECONDS(-CAST(7776000000000 AS BIGINT))
-        )
-      )
-      AND (
-        "e"."type" = 'refer'
-      )) AS BIGINT) AS "_mr_events_count_13"
+      )) AS BIGINT) AS "_mr_events_count_12"
   FROM "events" AS e
   WHERE
     "e"."at" <= CAST('2026-11-01T00:00:00+08:00' AS TIMESTAMPTZ)
@@ -151,13 +138,13 @@ WITH orders_per_member AS (
     COALESCE("orders_per_member"."_mr_orders_count_4", CAST(0 AS BIGINT)) AS "_mr_orders_count_4",
     COALESCE("orders_per_member"."_mr_orders_sum_5", CAST(0 AS DECIMAL(38, 18))) AS "_mr_orders_sum_5",
     COALESCE("orders_per_member"."_mr_orders_sum_6", CAST(0 AS DECIMAL(38, 18))) AS "_mr_orders_sum_6",
-    COALESCE("orders_per_member"."_mr_orders_count_10", CAST(0 AS BIGINT)) AS "_mr_orders_count_10",
+    COALESCE("orders_per_member"."_mr_orders_count_2", CAST(0 AS BIGINT)) AS "_mr_orders_count_10",
     COALESCE("events_per_member"."_mr_events_count_7", CAST(0 AS BIGINT)) AS "_mr_events_count_7",
     COALESCE("events_per_member"."_mr_events_count_8", CAST(0 AS BIGINT)) AS "_mr_events_count_8",
     COALESCE("events_per_member"."_mr_events_count_9", CAST(0 AS BIGINT)) AS "_mr_events_count_9",
     COALESCE("events_per_member"."_mr_events_count_11", CAST(0 AS BIGINT)) AS "_mr_events_count_11",
     COALESCE("events_per_member"."_mr_events_count_12", CAST(0 AS BIGINT)) AS "_mr_events_count_12",
-    COALESCE("events_per_member"."_mr_events_count_13", CAST(0 AS BIGINT)) AS "_mr_events_count_13",
+    COALESCE("events_per_member"."_mr_events_count_12", CAST(0 AS BIGINT)) AS "_mr_events_count_13",
     COALESCE("benefits_per_member"."_mr_benefits_count_14", CAST(0 AS BIGINT)) AS "_mr_benefits_count_14",
     COALESCE("benefits_per_member"."_mr_benefits_count_15", CAST(0 AS BIGINT)) AS "_mr_benefits_count_15"
   FROM "member" AS m

@@ -252,7 +252,9 @@ def render_summary(report: EvaluateReport, console) -> None:
         console.print("dry run: nothing written", markup=False, highlight=False)
         return
     seconds = report.seconds
+    # The DuckDB engine writes a batch as soon as the query hands it over: one step, not two.
+    steps = f"evaluate {seconds.get('evaluate', 0):.2f}s, write {seconds['write']:.2f}s" if "write" in seconds \
+        else f"evaluate and write {seconds.get('evaluate', 0):.2f}s"
     console.print(f"wrote {report.rows_written:,} rows to {report.out} ({report.fmt}) in "
-                  f"{sum(seconds.values()):.2f}s (read {seconds.get('read', 0):.2f}s, "
-                  f"evaluate {seconds.get('evaluate', 0):.2f}s, write {seconds.get('write', 0):.2f}s)",
+                  f"{sum(seconds.values()):.2f}s (read {seconds.get('read', 0):.2f}s, {steps})",
                   markup=False, highlight=False)

@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -576,6 +577,9 @@ def test_cli_duckdb_engine_writes_the_same_bytes(tmp_path, fmt):
         outputs[engine] = out.read_bytes()
         if engine == "duckdb":
             assert "engine duckdb" in result.output
+            assert "evaluate and write" in result.output  # one interleaved step, never "write 0.00s"
+        else:
+            assert re.search(r"evaluate \d+\.\d\ds, write \d+\.\d\ds\)", result.output)
     assert outputs["python"] == outputs["duckdb"]
 
 

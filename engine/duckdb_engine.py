@@ -132,6 +132,7 @@ class DuckDBStream:
                     raise FallBack("asked for")
                 self.stats = self.views.from_files(Path(data_dir))
             except FallBack:
+                self.views.awaiting = {}  # the Python reader counts every table itself
                 snapshot = read_snapshot(Path(data_dir), rules.model.schema_, rules.timezone, self.as_of, on_bad_row)
                 self.stats, self.rejects = snapshot.stats, snapshot.rejects
                 self.views.from_snapshot(snapshot)

@@ -32,7 +32,7 @@ from .delivery import RULE_WORDS, RULES, Offer, Sent, Verdict, decide_delivery
 from .errors import Diagnostic, DiagnosticError
 from .eval import CompiledRuleSet, Evaluation, MemberState
 from .eval_codegen import is_invariant
-from .results import atomic_path, decimal_text
+from .results import _duration_seconds, atomic_path, decimal_text
 from .state import LedgerEntry, Previous, PreviousState, StateStore, idempotency_key
 from .templates import environment, render
 
@@ -167,7 +167,7 @@ def dumps(value: object, tz: ZoneInfo) -> str:
     if isinstance(value, dt.date):
         return json.dumps(value.isoformat())
     if isinstance(value, dt.timedelta):
-        return str(int(value.total_seconds()))
+        return str(_duration_seconds(value))  # floored whole seconds, as result rows
     if isinstance(value, Mapping):
         return "{" + ",".join(_json_string(str(k)) + ":" + dumps(v, tz)
                               for k, v in value.items()) + "}"

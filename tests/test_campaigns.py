@@ -11,13 +11,17 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from memberrules.engine.campaigns import campaign_run, decide_actions, summary_table
+from memberrules.engine import types as t
+from memberrules.engine.campaigns import campaign_run, decide_actions, dumps, summary_table
 from memberrules.engine.check import check_rule_set
 from memberrules.engine.delivery import Sent
 from memberrules.engine.errors import DiagnosticError
 from memberrules.engine.eval import compile_rule_set
 from memberrules.engine.model import json_schema
+from memberrules.engine.results import json_encoder
 from memberrules.engine.snapshot import Snapshot, SnapshotStats
 from memberrules.engine.state import Previous, StateStore, idempotency_key
 
@@ -536,3 +540,11 @@ def test_a_template_may_use_loop_inside_a_for_loop_and_not_outside():
     outside = check_template("{{ loop.index }}", ["segments"], {}, locate)
     assert inside == []
     assert [d.code for d in outside] == ["MR314"]
+
+
+@given(st.timedeltas(min_value=dt.timedelta(days=-10**6), max_value=dt.timedelta(days=10**6)))
+def test_a_duration_in_action_values_is_written_as_in_result_rows(value):
+    """Floored whole seconds in both files (actions.jsonl once truncated -1.5 s to -1)."""
+    tz = ZoneInfo("Asia/Shanghai")
+    assert dumps(value, tz) == json_encoder(t.DURATION, tz)(value)
+    assert dumps(dt.timedelta(seconds=-1.5), tz) == "-2"

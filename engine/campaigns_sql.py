@@ -633,8 +633,8 @@ def _campaign_run(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[s
     from .duckdb_engine import row_count_columns
 
     plan = campaign_columns(rules)
-    compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables, extra={**plan.extra, **row_count_columns(rules)},
-                           carry=plan.carry)
+    compiled = compile_sql(rules, "duckdb", as_of=as_of, tables=tables,
+                           extra={**plan.extra, **row_count_columns(rules)}, carry=plan.carry)
     return _Run(con, rules, as_of, ZoneInfo(rules.timezone), _unordered(compiled), compiled.columns, plan)
 
 

@@ -142,11 +142,11 @@ class DuckDBStream:
             self.close()
             raise
 
-    def compile(self, extra: dict | None = None, carry=()) -> CompiledSql:
+    def compile(self) -> CompiledSql:
         """The rule set compiled over this snapshot's views, with each event table's rows per
         member beside the results (`row_count_columns`, read back by `count_known`)."""
         return compile_sql(self.rules, "duckdb", as_of=self.as_of, tables=self.views.names,
-                           extra={**(extra or {}), **row_count_columns(self.rules)}, carry=carry)
+                           extra=row_count_columns(self.rules))
 
     def count_known(self, sums: dict[str, int]) -> None:
         """Complete the counts of event rows of unknown members from the query's sums of each
@@ -464,8 +464,9 @@ class _Views:
             raise FallBack(f"{type_} columns are read by the Python reader")
         # Empty: null when the type allows it, a bad row otherwise.
         value = exp.Case(ifs=[exp.If(this=empty, true=exp.Null())], default=value)
-        ok = exp.or_(exp.and_(empty.copy(), exp.true() if type_.nullable else exp.false()),
-                     exp.and_(exp.Not(this=exp.Paren(this=empty.copy())), exp.Coalesce(this=ok, expressions=[exp.false()])))
+        # exp.Not does not parenthesise its operand: NOT (a OR b) must be written so.
+        filled = exp.and_(exp.Not(this=exp.Paren(this=empty.copy())), exp.Coalesce(this=ok, expressions=[exp.false()]))
+        ok = exp.or_(exp.and_(empty.copy(), exp.true() if type_.nullable else exp.false()), filled)
         return exp.Cast(this=value, to=typed), ok
 
     # JSONL: each line's object, every value checked against the Python reader's rules; text

@@ -46,3 +46,4 @@ def test_scale_benchmark_runs_every_measurement_at_a_small_size(tmp_path):
         assert row in out
     assert "compiled / hand-written (same results)" in out
     assert "end to end on the same 1,000 members" in out
+    assert "cpu s" in out and "cores busy; even with every core busy" in out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -300,6 +301,15 @@ class _Run:
         self.params = {name: p.value for name, p in self.rules.params.items()}
         self.types = dict(self.columns)
         self.too_long: dict[str, int] = {}  # campaign → messages over the channel's max_length
+        self.materialized = False
+
+    def materialize(self) -> None:
+        """Store the wide rows once, unsorted, in table ROWS: a table of the database, not a TEMP
+        one, so another connection (the results writer's cursor) reads it while decisions run.
+        Sorting them for a row number costs seconds; they are sorted once, when written."""
+        if not self.materialized:
+            self.con.execute(f"CREATE OR REPLACE TABLE {_q(ROWS)} AS {self.query}").fetchall()
+            self.materialized = True
 
     def decide(self, previous: Previous | None, history: list[LedgerEntry]) -> Decision:
         with paused_gc():
@@ -317,10 +327,8 @@ class _Run:
                   for j, value in enumerate(values) if value.zero_when is not None]
         extra += [f"{self.consent(c)} AS {_q(f'{PREFIX}consent_{i}')}" for i, c in enumerate(campaigns)]
         key = _q(rules.member.key)
-        # The wide rows are stored once, unsorted; the narrow FLAGS table holds what the decision
-        # adds (sorting the wide rows for a row number costs seconds; they are sorted once, when
-        # the results are written).
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(ROWS)} AS {self.query}").fetchall()
+        # The narrow FLAGS table holds what the decision adds to the stored rows.
+        self.materialize()
         con.register(PREVIOUS, _previous_table(rules, previous))
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(FLAGS)} AS SELECT q.rowid AS {_q(RID)}, "
@@ -591,9 +599,10 @@ class _Run:
         values.update((name, name in segments) for name in rules.segments)
         return MemberState(member, {}, values, self.as_of, {}, self.params)
 
-    def batches(self, on_batch: Callable[[object], None] | None, keep: bool = True) -> Iterator[object]:
+    def batches(self, on_batch: Callable[[object], None] | None, keep: bool = True, con=None) -> Iterator[object]:
         """Every result row in key order as Arrow record batches (plus `count(orders)`), keeping
-        what the state file records; only the columns it records become Python values."""
+        what the state file records; only the columns it records become Python values. `con`:
+        the connection to read with (a cursor of this run's, from another thread)."""
         from .duckdb_engine import _converter, _decimals
 
         rules = self.rules
@@ -610,7 +619,7 @@ class _Run:
             convert = _converter(type_, self.tz)
             return cells if convert is None else [None if v is None else convert(v) for v in cells]
 
-        for batch in self.con.sql(query).to_arrow_reader(100_000):
+        for batch in (con or self.con).sql(query).to_arrow_reader(100_000):
             if on_batch is not None:
                 on_batch(batch)
             if not keep:  # no state file records them
@@ -687,16 +696,24 @@ def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables:
             # Entered first, left last: the renames happen after the state file has committed.
             results_temp = outputs.enter_context(atomic_path(results))
             actions_temp = outputs.enter_context(atomic_path(actions_file)) if actions_file else None
+            run.materialize()
+            # The results file needs only the stored rows: it is written (Arrow batches from the
+            # query to the file, as without campaigns) while the campaigns are decided, on the
+            # cores the decisions leave idle. Left before the cursor and the temp files: a failed
+            # run waits for the writer before either goes.
+            cursor = outputs.enter_context(contextlib.closing(con.cursor()))
+            writer = outputs.enter_context(ThreadPoolExecutor(1, thread_name_prefix="memberrules-results"))
+            written_results = writer.submit(write_batches, run.batches(None, state is not None, cursor), columns,
+                                            results_temp, fmt, tz, dict(run.columns), on_batch=on_batch)
             decision = outputs.enter_context(state_run(rules, as_of, state, run.decide, lambda: run.kept,
                                                        lambda: len(run.kept)))
             if on_row_counts is not None:
                 on_row_counts(run.row_counts())
-            # The rows stay Arrow batches from the query to the file, as without campaigns.
-            written = write_batches(run.batches(None, keep=state is not None), columns, results_temp, fmt, tz,
-                                    dict(run.columns), on_batch=on_batch)
             if actions_temp is not None:
                 with open(actions_temp, "wb") as out:
                     decision.write_jsonl(out, tz)
+            # Before the state file commits: it records the rows the writer kept.
+            written = written_results.result()
         return decision, written, actions_file
     finally:
         with contextlib.suppress(Exception):

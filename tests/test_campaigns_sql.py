@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,27 @@ def test_every_kind_of_template_gives_the_python_engines_messages(snapshot, tmp_
     assert (tmp_path / "duckdb" / "actions.jsonl").read_text(encoding="utf-8") == python
     for campaign in ("printed_from_columns", "rendered_one_by_one", "at_risk"):
         assert f'{{"campaign":"{campaign}"' in python, campaign
+
+
+def test_a_failed_decision_leaves_no_files_while_the_results_writer_runs(snapshot, tmp_path, monkeypatch):
+    """results.jsonl is written beside the decisions (another thread, another connection): a
+    decision that fails waits for that writer, then leaves no results, actions or state behind."""
+    from memberrules.engine import campaigns_sql
+    from memberrules.engine.errors import Diagnostic, DiagnosticError
+
+    def failing_block(*args, **kwargs):
+        raise DiagnosticError([Diagnostic("MR425", "campaign x: the template failed")])
+
+    def slow_writer(*args, **kwargs):  # still writing when the decision fails
+        time.sleep(0.5)
+        return write_batches(*args, **kwargs)
+
+    write_batches = campaigns_sql.write_batches
+    monkeypatch.setattr(campaigns_sql._Run, "_block", failing_block)
+    monkeypatch.setattr(campaigns_sql, "write_batches", slow_writer)
+    out, state = tmp_path / "out", tmp_path / "state.sqlite"
+    with pytest.raises(DiagnosticError):
+        evaluate_rules_with("duckdb")(RULES, snapshot, as_of=DAYS[0], out=out / "results.jsonl", state=state)
+    assert not [t for t in threading.enumerate() if t.name.startswith("memberrules-results")]  # waited for
+    assert not out.exists() or list(out.iterdir()) == []
+    assert not state.exists() or state_file_rows(state) == {"ledger": [], "member_state": [], "runs": []}

@@ -490,21 +490,31 @@ def test_the_summary_counts_rows_of_unknown_members_and_after_as_of_as_the_pytho
     assert any("events:" in line and "1 of unknown members ignored" in line for line in sections["python"])
 
 
-def test_bad_row_gives_the_python_readers_file_row_and_column(tmp_path):
+def _set_member_cell(data: Path, line: int, column: str, value: str) -> None:
+    """Write `value` into one cell of the demo member.csv (line 1 is the header)."""
+    lines = (data / "member.csv").read_text(encoding="utf-8").splitlines()
+    cells = lines[line - 1].split(",")
+    cells[lines[0].split(",").index(column)] = value
+    lines[line - 1] = ",".join(cells)
+    (data / "member.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _both_readers_refuse(rules, data: Path, as_of) -> list:
+    """The DuckDB engine's diagnostics, after checking they are the Python reader's."""
     from memberrules.engine.errors import DiagnosticError
 
-    rules, data, as_of = _demo(tmp_path, "csv", members=50)
-    lines = (data / "member.csv").read_text(encoding="utf-8").splitlines()
-    cells = lines[3].split(",")
-    cells[4] = "12x"  # growth_value
-    lines[3] = ",".join(cells)
-    (data / "member.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(DiagnosticError) as python_error:
         read_snapshot(data, rules.model.schema_, rules.timezone, as_of)
     with pytest.raises(DiagnosticError) as duckdb_error:
         evaluate_duckdb(rules, data, as_of, connection=duckdb_connection())
     assert [str(d) for d in duckdb_error.value.diagnostics] == [str(d) for d in python_error.value.diagnostics]
-    span = duckdb_error.value.diagnostics[0].span
+    return duckdb_error.value.diagnostics
+
+
+def test_bad_row_gives_the_python_readers_file_row_and_column(tmp_path):
+    rules, data, as_of = _demo(tmp_path, "csv", members=50)
+    _set_member_cell(data, 4, "growth_value", "12x")
+    span = _both_readers_refuse(rules, data, as_of)[0].span
     assert (span.file.endswith("member.csv"), span.line) == (True, 4)
 
 
@@ -512,21 +522,9 @@ def test_bad_row_gives_the_python_readers_file_row_and_column(tmp_path):
 def test_a_bad_value_in_a_nullable_column_is_reported_not_read_as_null(tmp_path, cell):
     """birthday is `date?`: a cell that is not a date is a bad row for both readers (the fast
     path once read it as null: NOT (a OR b) lost its parentheses)."""
-    from memberrules.engine.errors import DiagnosticError
-
     rules, data, as_of = _demo(tmp_path, "csv", members=20)
-    lines = (data / "member.csv").read_text(encoding="utf-8").splitlines()
-    column = lines[0].split(",").index("birthday")
-    cells = lines[2].split(",")
-    cells[column] = cell
-    lines[2] = ",".join(cells)
-    (data / "member.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(DiagnosticError) as python_error:
-        read_snapshot(data, rules.model.schema_, rules.timezone, as_of)
-    with pytest.raises(DiagnosticError) as duckdb_error:
-        evaluate_duckdb(rules, data, as_of, connection=duckdb_connection())
-    assert [str(d) for d in duckdb_error.value.diagnostics] == [str(d) for d in python_error.value.diagnostics]
-    assert duckdb_error.value.diagnostics[0].code == "MR503"
+    _set_member_cell(data, 3, "birthday", cell)
+    assert _both_readers_refuse(rules, data, as_of)[0].code == "MR503"
 
 
 def test_skipped_bad_rows_give_the_same_rows_and_rejects(tmp_path):

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlglot import exp
 
 from . import types as t
 from .results_arrow import _write_strings, json_strings, json_texts
@@ -24,14 +25,15 @@ from .state import LedgerEntry
 
 @dataclass(frozen=True)
 class ValueColumn:
-    """One entry of an action's `values`: its name, its SQL over the campaign rows, its type."""
+    """One entry of an action's `values`: its name, its SQL (a sqlglot tree) over the campaign
+    rows, its type."""
 
     name: str
-    sql: str
+    sql: exp.Expression
     type: t.Type
-    # SQL: where true, the value is the integer 0 (`max(gap, 0)` in Python keeps an int 0,
-    # which JSON writes as `0` even where the column is a float).
-    zero_when: str | None = None
+    # Where true, the value is the integer 0 (`max(gap, 0)` in Python keeps an int 0, which
+    # JSON writes as `0` even where the column is a float).
+    zero_when: exp.Expression | None = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ from .results import atomic_path, result_columns
 from .results_arrow import write_batches
 from .snapshot import paused_gc
 from .sql import PREFIX, compile_sql
+from .sql_dialects import cast, fn, num
+from .sql_statements import all_of, col, create_table, drop, duckdb, lists, named, or_false, table_ref, text
 from .state import LedgerEntry, Previous, PreviousState, instant_text
 from .templates import render
 
@@ -58,14 +61,13 @@ RID = PREFIX + "rid"  # the member's row in ROWS
 PREVIOUS = PREFIX + "previous"
 ORDERS = PREFIX + "orders"
 TIER_BY = PREFIX + "tier_by_value"
-
-
-def _q(name: str) -> str:
-    return exp.to_identifier(name, quoted=True).sql("duckdb")
-
-
-def _s(text: str) -> str:
-    return exp.Literal.string(text).sql("duckdb")
+KEY_TEXT = PREFIX + "key_text"  # the member key as text, as the state file and the offers hold it
+OFFERS = PREFIX + "offers"
+WANTED = PREFIX + "wanted"
+# The previous run's columns (_previous_table); per class list and segment: `p_class_<i>`, `p_segment_<i>`.
+P_MEMBER = PREFIX + "p_member"
+P_TIER = PREFIX + "p_tier"
+P_ORDERS = PREFIX + "p_orders"
 
 
 @dataclass
@@ -139,7 +141,7 @@ def _previous_table(rules: CheckedRuleSet, previous: Previous | None):
     keys = list(members)
     states = [members[k] for k in keys]
     arrays = [pa.array(keys, pa.string()), pa.array([s.tier for s in states], pa.string())]
-    names = [f"{PREFIX}p_member", f"{PREFIX}p_tier"]
+    names = [P_MEMBER, P_TIER]
     for i, name in enumerate(rules.classes):
         arrays.append(pa.array([s.classes.get(name) for s in states], pa.string()))
         names.append(f"{PREFIX}p_class_{i}")
@@ -147,140 +149,158 @@ def _previous_table(rules: CheckedRuleSet, previous: Previous | None):
         arrays.append(pa.array([name in s.segments for s in states], pa.bool_()))
         names.append(f"{PREFIX}p_segment_{i}")
     arrays.append(pa.array([s.orders for s in states], pa.int64()))
-    names.append(f"{PREFIX}p_orders")
+    names.append(P_ORDERS)
     return pa.table(arrays, names=names)
 
 
 # -- each campaign's match as SQL (a filter: never narrower than campaigns._match) --------------------
 
 class _Match:
+    """Each campaign's match, its trigger's values and consent, as trees over the stored rows
+    (alias `q`) LEFT JOINed to the previous run (alias `p`)."""
+
     def __init__(self, rules: CheckedRuleSet, plan: CampaignColumns, previous: Previous | None):
         self.rules = rules
         self.plan = plan
         self.previous = previous
-        # previous_of(): None on a first run; a member missing from the state file is new (no state before).
-        if previous is None:
-            self.known = "FALSE"
-        elif previous.missing_are_new:
-            self.known = "TRUE"
-        else:
-            self.known = f"(p.{_q(PREFIX + 'p_member')} IS NOT NULL)"
 
-    def tier_index(self, value: str) -> str:
+    def known(self) -> exp.Expression:
+        """Whether the member had a state before: previous_of() is None on a first run; a
+        member missing from the state file is new (no state before)."""
+        if self.previous is None:
+            return exp.false()
+        if self.previous.missing_are_new:
+            return exp.true()
+        return exp.Not(this=exp.Is(this=col(P_MEMBER, "p"), expression=exp.Null()))
+
+    def tier_index(self, value: exp.Expression) -> exp.Expression:
         names = self.rules.tiers.names() if self.rules.tiers else ()
-        cases = " ".join(f"WHEN {_s(name)} THEN {i}" for i, name in enumerate(names))
-        return f"(CASE {value} {cases} END)" if names else "NULL"
+        if not names:
+            return exp.Null()
+        return exp.Case(this=value, ifs=[exp.If(this=text(name), true=num(i)) for i, name in enumerate(names)])
 
-    def campaign(self, campaign) -> str:
+    def campaign(self, campaign) -> exp.Expression:
         parts = []
         if campaign.trigger is not None:
             parts.append(self.trigger(campaign.trigger))
         if campaign.when is not None:
-            parts.append(f"COALESCE(q.{_q(self.plan.by_node[campaign.when])}, FALSE)")
+            parts.append(or_false(col(self.plan.by_node[campaign.when], "q")))
         if campaign.points is not None:
-            parts.append(f"COALESCE(q.{_q(self.plan.by_node[campaign.points])} > 0, FALSE)")
-        return "(" + " AND ".join(parts or ["TRUE"]) + ")"
+            parts.append(or_false(exp.GT(this=col(self.plan.by_node[campaign.points], "q"), expression=num(0))))
+        return all_of(parts)
 
-    def trigger(self, trigger: Trigger) -> str:
-        rules, p, known = self.rules, "p.", self.known
+    def trigger(self, trigger: Trigger) -> exp.Expression:
+        rules = self.rules
         if trigger.kind in ("tier_up", "tier_down", "tier_at_risk"):
             if rules.tiers is None:
-                return "FALSE"
-            now = self.tier_index('q."tier"')
+                return exp.false()
+            now = self.tier_index(col("tier", "q"))
             if trigger.kind == "tier_at_risk":
-                return f"COALESCE({now} > {self.earned_index()}, FALSE)"
-            before_tier = f"{p}{_q(PREFIX + 'p_tier')}"
-            before = self.tier_index(before_tier)
+                return or_false(exp.GT(this=now, expression=self.earned_index()))
+            before = self.tier_index(col(P_TIER, "p"))
             current = rules.tiers.current
             if current is not None:
-                held = self.tier_index(f"q.{_q(self.plan.member_fields[current])}")
-                before = f"COALESCE({before}, {held})"
-            return f"COALESCE({now} {'>' if trigger.kind == 'tier_up' else '<'} {before}, FALSE)"
+                held = self.tier_index(col(self.plan.member_fields[current], "q"))
+                before = exp.Coalesce(this=before, expressions=[held])
+            compare = exp.GT if trigger.kind == "tier_up" else exp.LT
+            return or_false(compare(this=now, expression=before))
         if trigger.kind in ("entered", "left"):
             names = list(rules.segments)
             if trigger.subject not in names:
-                return "FALSE"
-            before = f"({known} AND COALESCE({p}{_q(f'{PREFIX}p_segment_{names.index(trigger.subject)}')}, FALSE))"
-            now = f"COALESCE(list_contains(q.\"segments\", {_s(trigger.subject)}), FALSE)"
-            fired = f"({now} AND NOT {before})" if trigger.kind == "entered" else f"({before} AND NOT {now})"
-            return f"({known} AND {fired})"
+                return exp.false()
+            was_in = exp.and_(self.known(), or_false(col(f"{PREFIX}p_segment_{names.index(trigger.subject)}", "p")))
+            is_in = lists(col("segments", "q"), text(trigger.subject))
+            fired = exp.and_(is_in, exp.not_(was_in)) if trigger.kind == "entered" else \
+                exp.and_(was_in, exp.not_(is_in))
+            return exp.and_(self.known(), fired)
         if trigger.kind == "class_change":
             names = list(rules.classes)
             if trigger.subject not in names:
-                return "FALSE"
-            before = f"{p}{_q(f'{PREFIX}p_class_{names.index(trigger.subject)}')}"
-            now = f"q.{_q(trigger.subject)}"
-            parts = [known, f"({before} IS DISTINCT FROM {now})"]
+                return exp.false()
+
+            def before() -> exp.Expression:
+                return col(f"{PREFIX}p_class_{names.index(trigger.subject)}", "p")
+
+            parts = [self.known(), exp.NullSafeNEQ(this=before(), expression=col(trigger.subject, "q"))]
             if trigger.from_value is not None:
-                parts.append(f"COALESCE({before} = {_s(trigger.from_value)}, FALSE)")
+                parts.append(or_false(exp.EQ(this=before(), expression=text(trigger.from_value))))
             if trigger.to_value is not None:
-                parts.append(f"COALESCE({now} = {_s(trigger.to_value)}, FALSE)")
-            return "(" + " AND ".join(parts) + ")"
+                parts.append(or_false(exp.EQ(this=col(trigger.subject, "q"), expression=text(trigger.to_value))))
+            return all_of(parts)
         if trigger.kind == "first_order":
             if rules.order_count is None:
-                return "FALSE"
-            return (f"({known} AND COALESCE({p}{_q(PREFIX + 'p_orders')} = 0, FALSE) "
-                    f"AND COALESCE(q.{_q(ORDERS)}, 0) > 0)")
-        return "FALSE"
+                return exp.false()
+            orders_now = exp.Coalesce(this=col(ORDERS, "q"), expressions=[num(0)])
+            return all_of([self.known(), or_false(exp.EQ(this=col(P_ORDERS, "p"), expression=num(0))),
+                           exp.GT(this=orders_now, expression=num(0))])
+        return exp.false()
 
     def trigger_values(self, trigger: Trigger) -> list[ValueColumn]:
         """campaigns._transition's values for a member whose trigger fired, as SQL."""
-        rules, p = self.rules, "p."
+        rules = self.rules
         if trigger.kind in ("tier_up", "tier_down", "tier_at_risk"):
             if rules.tiers is None:
                 return []
-            names = ", ".join(_s(name) for name in rules.tiers.names())
-            tier = ValueColumn("tier", 'q."tier"', t.STRING)
+            tier = ValueColumn("tier", col("tier", "q"), t.STRING)
             if trigger.kind == "tier_at_risk":
-                earned = " ".join(f"WHEN {i} THEN {_s(level.name)}" for i, level in enumerate(rules.tiers.levels))
+                levels = rules.tiers.levels
                 by_type = rules.tiers.by.type or t.DECIMAL
-                by = f"q.{_q(TIER_BY)}"
-                gaps = " ".join(f"WHEN {_s(level.name)} THEN {self.tier_min(level.min)} - {by}"
-                                for level in rules.tiers.levels)
-                gap = f"(CASE q.\"tier\" {gaps} END)"
+                earned = exp.Case(this=self.earned_index(),
+                                  ifs=[exp.If(this=num(i), true=text(level.name)) for i, level in enumerate(levels)])
+
+                def gap() -> exp.Expression:
+                    return exp.Case(this=col("tier", "q"), ifs=[
+                        exp.If(this=text(level.name),
+                               true=exp.Sub(this=self.tier_min(level.min), expression=col(TIER_BY, "q")))
+                        for level in levels])
+
                 # Python's max(gap, 0) is the int 0 for a negative gap.
-                return [tier, ValueColumn("earned_tier", f"(CASE {self.earned_index()} {earned} END)", t.STRING),
-                        ValueColumn("keep_gap", f"(CASE WHEN {gap} < 0 THEN 0 ELSE {gap} END)", by_type,
-                                    zero_when=f"({gap} < 0)" if by_type.kind == "float" else None)]
-            before = f"{p}{_q(PREFIX + 'p_tier')}"
-            previous = f"WHEN {before} IN ({names}) THEN {before}"
+                keep_gap = exp.Case(ifs=[exp.If(this=exp.LT(this=gap(), expression=num(0)), true=num(0))],
+                                    default=gap())
+                zero_when = exp.LT(this=gap(), expression=num(0)) if by_type.kind == "float" else None
+                return [tier, ValueColumn("earned_tier", earned, t.STRING),
+                        ValueColumn("keep_gap", keep_gap, by_type, zero_when=zero_when)]
+            names = rules.tiers.names()
+            known_tier = [col(P_TIER, "p")]
             if rules.tiers.current is not None:
-                held = f"q.{_q(self.plan.member_fields[rules.tiers.current])}"
-                previous += f" WHEN {held} IN ({names}) THEN {held}"
-            return [tier, ValueColumn("previous_tier", f"(CASE {previous} END)", t.STRING)]
+                known_tier.append(col(self.plan.member_fields[rules.tiers.current], "q"))
+            previous = exp.Case(ifs=[exp.If(this=exp.In(this=tier_of, expressions=[text(n) for n in names]),
+                                            true=tier_of.copy()) for tier_of in known_tier])
+            return [tier, ValueColumn("previous_tier", previous, t.STRING)]
         if trigger.kind in ("entered", "left"):
             names = list(rules.segments)
             if trigger.subject not in names:
                 return []
-            before = f"COALESCE({p}{_q(f'{PREFIX}p_segment_{names.index(trigger.subject)}')}, FALSE)"
-            now = f"COALESCE(list_contains(q.\"segments\", {_s(trigger.subject)}), FALSE)"
-            return [ValueColumn("segment", _s(trigger.subject), t.STRING), ValueColumn("was_in", before, t.BOOL),
-                    ValueColumn("is_in", now, t.BOOL)]
+            was_in = or_false(col(f"{PREFIX}p_segment_{names.index(trigger.subject)}", "p"))
+            is_in = lists(col("segments", "q"), text(trigger.subject))
+            return [ValueColumn("segment", text(trigger.subject), t.STRING), ValueColumn("was_in", was_in, t.BOOL),
+                    ValueColumn("is_in", is_in, t.BOOL)]
         if trigger.kind == "class_change":
             names = list(rules.classes)
             if trigger.subject not in names:
                 return []
-            before = f"{p}{_q(f'{PREFIX}p_class_{names.index(trigger.subject)}')}"
-            return [ValueColumn(trigger.subject, f"q.{_q(trigger.subject)}", t.STRING),
+            before = col(f"{PREFIX}p_class_{names.index(trigger.subject)}", "p")
+            return [ValueColumn(trigger.subject, col(trigger.subject, "q"), t.STRING),
                     ValueColumn(f"previous_{trigger.subject}", before, t.STRING)]
         if trigger.kind == "first_order" and rules.order_count is not None:
-            return [ValueColumn("orders", f"q.{_q(ORDERS)}", rules.order_count.type or t.INT),
-                    ValueColumn("previous_orders", f"{p}{_q(PREFIX + 'p_orders')}", t.INT)]
+            return [ValueColumn("orders", col(ORDERS, "q"), rules.order_count.type or t.INT),
+                    ValueColumn("previous_orders", col(P_ORDERS, "p"), t.INT)]
         return []
 
-    def tier_min(self, value) -> str:
-        tiers = self.rules.tiers
-        if tiers.by.type is not None and tiers.by.type.kind == "float":
-            return f"CAST({value!r} AS DOUBLE)"
-        if tiers.by.type is not None and tiers.by.type.kind == "int" and isinstance(value, int):
-            return f"CAST({value} AS BIGINT)"
-        return f"CAST({_s(format(Decimal(value), 'f'))} AS DECIMAL(38, 18))"
+    def tier_min(self, value) -> exp.Expression:
+        """A level's `min` in the type of the tier's `by` value."""
+        by = self.rules.tiers.by.type
+        if by is not None and by.kind == "float":
+            return cast(exp.Literal.string(repr(float(value))), "DOUBLE")
+        if by is not None and by.kind == "int" and isinstance(value, int):
+            return cast(num(value), "BIGINT")
+        return cast(text(format(Decimal(value), "f")), "DECIMAL(38, 18)")
 
-    def earned_index(self) -> str:
-        tiers = self.rules.tiers
-        by = f"q.{_q(TIER_BY)}"
-        cases = [f"WHEN {by} >= {self.tier_min(level.min)} THEN {i}" for i, level in reversed(list(enumerate(tiers.levels)))]
-        return f"(CASE {' '.join(cases)} ELSE 0 END)"
+    def earned_index(self) -> exp.Expression:
+        """The index of the highest level whose `min` the member's `by` value reaches."""
+        levels = list(enumerate(self.rules.tiers.levels))
+        return exp.Case(ifs=[exp.If(this=exp.GTE(this=col(TIER_BY, "q"), expression=self.tier_min(level.min)),
+                                    true=num(i)) for i, level in reversed(levels)], default=num(0))
 
 
 # -- the run ---------------------------------------------------------------------------------------------
@@ -291,7 +311,7 @@ class _Run:
     rules: CheckedRuleSet
     as_of: dt.datetime
     tz: ZoneInfo
-    query: str
+    query: exp.Expression  # the compiled query with the campaign columns, unordered
     columns: list[tuple[str, t.Type]]
     plan: CampaignColumns
     kept: list[tuple[str, PreviousState]] = field(default_factory=list)
@@ -308,7 +328,8 @@ class _Run:
         one, so another connection (the results writer's cursor) reads it while decisions run.
         Sorting them for a row number costs seconds; they are sorted once, when written."""
         if not self.materialized:
-            self.con.execute(f"CREATE OR REPLACE TABLE {_q(ROWS)} AS {self.query}").fetchall()
+            # The compiled query prints as compiled; the statement adds only its name.
+            self.con.execute(create_table(ROWS, self.query).sql("duckdb")).fetchall()
             self.materialized = True
 
     def decide(self, previous: Previous | None, history: list[LedgerEntry]) -> Decision:
@@ -320,22 +341,24 @@ class _Run:
         campaigns = list(rules.campaigns.values())
         match = _Match(rules, self.plan, previous)
         seen = {i: match.trigger_values(c.trigger) for i, c in enumerate(campaigns) if c.trigger is not None}
-        extra = [f"{match.campaign(c)} AS {_q(f'{PREFIX}match_{i}')}" for i, c in enumerate(campaigns)]
-        extra += [f"{value.sql} AS {_q(f'{PREFIX}seen_{i}_{j}')}" for i, values in seen.items()
+        extra = [named(match.campaign(c), f"{PREFIX}match_{i}") for i, c in enumerate(campaigns)]
+        extra += [named(value.sql, f"{PREFIX}seen_{i}_{j}") for i, values in seen.items()
                   for j, value in enumerate(values)]
-        extra += [f"{value.zero_when} AS {_q(f'{PREFIX}zero_{i}_{j}')}" for i, values in seen.items()
+        extra += [named(value.zero_when, f"{PREFIX}zero_{i}_{j}") for i, values in seen.items()
                   for j, value in enumerate(values) if value.zero_when is not None]
-        extra += [f"{self.consent(c)} AS {_q(f'{PREFIX}consent_{i}')}" for i, c in enumerate(campaigns)]
-        key = _q(rules.member.key)
+        extra += [named(self.consent(c), f"{PREFIX}consent_{i}") for i, c in enumerate(campaigns)]
+        key = rules.member.key
+        in_key_order = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[exp.Ordered(this=col(key, "q"))]))
         # The narrow FLAGS table holds what the decision adds to the stored rows.
+        flags = exp.select(named(exp.column("rowid", "q"), RID), named(exp.Sub(this=in_key_order, expression=num(1)), POS),
+                           named(cast(col(key, "q"), "VARCHAR"), KEY_TEXT), *extra) \
+            .from_(table_ref(ROWS, "q")) \
+            .join(table_ref(PREVIOUS, "p"), join_type="LEFT",
+                  on=exp.EQ(this=cast(col(key, "q"), "VARCHAR"), expression=col(P_MEMBER, "p")))
         self.materialize()
         con.register(PREVIOUS, _previous_table(rules, previous))
         try:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(FLAGS)} AS SELECT q.rowid AS {_q(RID)}, "
-                        f"row_number() OVER (ORDER BY q.{key}) - 1 AS {_q(POS)}, "
-                        f"CAST(q.{key} AS VARCHAR) AS {_q(PREFIX + 'key_text')}{''.join(', ' + e for e in extra)} "
-                        f"FROM {_q(ROWS)} AS q LEFT JOIN {_q(PREVIOUS)} AS p "
-                        f"ON CAST(q.{key} AS VARCHAR) = p.{_q(PREFIX + 'p_member')}").fetchall()
+            con.execute(duckdb(create_table(FLAGS, flags, temporary=True))).fetchall()
         finally:
             con.unregister(PREVIOUS)
         summaries = {c.name: CampaignSummary(c.name, c.channel) for c in campaigns}
@@ -346,8 +369,9 @@ class _Run:
             else:
                 open_.append(i)
         release = self._judge(open_, campaigns, history)
-        for index, rule, count in con.execute(f"SELECT campaign, coalesce(rule, ''), count(*) FROM {JUDGED} "
-                                              "GROUP BY ALL").fetchall():
+        verdicts = exp.select("campaign", "rule", exp.Count(this=exp.Star())).from_(table_ref(JUDGED)) \
+            .group_by("campaign", "rule")
+        for index, rule, count in con.execute(duckdb(verdicts)).fetchall():
             summary = summaries[campaigns[index].name]
             summary.matched += count
             if rule:
@@ -366,23 +390,27 @@ class _Run:
 
     def _judge(self, open_: list[int], campaigns: list, history: list[LedgerEntry]):
         """The delivery rules over every open campaign's matches (delivery_sql.py)."""
-        selects = [f"SELECT CAST({i} AS INTEGER) AS campaign, {_q(POS)} AS pos, {_q(PREFIX + 'key_text')} AS member, "
-                   f"{_q(f'{PREFIX}consent_{i}')} AS consent FROM {_q(FLAGS)} WHERE {_q(f'{PREFIX}match_{i}')}"
-                   for i in open_]
-        offers = _q(PREFIX + "offers")
-        empty = "SELECT CAST(NULL AS INTEGER) AS campaign, CAST(NULL AS BIGINT) AS pos, " \
-                "CAST(NULL AS VARCHAR) AS member, CAST(NULL AS BOOLEAN) AS consent WHERE FALSE"
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {offers} AS {' UNION ALL '.join(selects) or empty}").fetchall()
+        def offers_of(i: int) -> exp.Select:
+            return exp.select(named(cast(num(i), "INTEGER"), "campaign"), named(col(POS), "pos"),
+                              named(col(KEY_TEXT), "member"), named(col(f"{PREFIX}consent_{i}"), "consent")
+                              ).from_(table_ref(FLAGS)).where(col(f"{PREFIX}match_{i}"))
+
+        no_offers = exp.select(*(named(cast(exp.Null(), type_), name) for name, type_ in (
+            ("campaign", "INTEGER"), ("pos", "BIGINT"), ("member", "VARCHAR"), ("consent", "BOOLEAN")))
+        ).where(exp.false())
+        query = functools.reduce(lambda a, b: exp.union(a, b, distinct=False), map(offers_of, open_)) \
+            if open_ else no_offers
+        self.con.execute(duckdb(create_table(OFFERS, query, temporary=True))).fetchall()
         try:
-            return judge_offers(self.con, offers, campaigns, self.rules.delivery, list(_sent(history)),
+            return judge_offers(self.con, OFFERS, campaigns, self.rules.delivery, list(_sent(history)),
                                 self.as_of, self.tz)
         finally:
-            self.con.execute(f"DROP TABLE IF EXISTS {offers}").fetchall()
+            self.con.execute(duckdb(drop("TABLE", OFFERS))).fetchall()
 
-    def consent(self, campaign: CheckedCampaign) -> str:
-        """SQL: every field the campaign `requires` is true."""
-        return " AND ".join(f"COALESCE(q.{_q(self.member_column(f))} = TRUE, FALSE)"
-                            for f in campaign.requires) or "TRUE"
+    def consent(self, campaign: CheckedCampaign) -> exp.Expression:
+        """Every field the campaign `requires` is true."""
+        return all_of(or_false(exp.EQ(this=col(self.member_column(name), "q"), expression=exp.true()))
+                      for name in campaign.requires)
 
     def member_column(self, name: str) -> str:
         return self.rules.member.key if name == self.rules.member.key else self.plan.member_fields[name]
@@ -393,40 +421,43 @@ class _Run:
                       ) -> list[ValueColumn]:
         """What the Python engine puts in the action's `values`, as its dict fills them: the
         trigger's values, then the values the condition read, then the points; a name set
-        again keeps its first place and takes the later value."""
+        again keeps its first place and takes the later value.
+
+        Trees over the stored rows (alias `r`) and the FLAGS table (alias `f`), which holds
+        the trigger's values."""
         columns: dict[str, ValueColumn] = {}
         for j, value in enumerate(trigger_values):
-            zero = _q(f"{PREFIX}zero_{index}_{j}") if value.zero_when is not None else None
-            columns[value.name] = ValueColumn(value.name, _q(f"{PREFIX}seen_{index}_{j}"), value.type, zero)
+            zero = col(f"{PREFIX}zero_{index}_{j}", "f") if value.zero_when is not None else None
+            columns[value.name] = ValueColumn(value.name, col(f"{PREFIX}seen_{index}_{j}", "f"), value.type, zero)
         if campaign.when is not None:
             for name, sql, type_ in self.condition_reads(campaign.when):
                 columns[name] = ValueColumn(name, sql, type_)
         if campaign.points is not None:
-            columns["points"] = ValueColumn("points", _q(self.plan.by_node[campaign.points]),
+            columns["points"] = ValueColumn("points", col(self.plan.by_node[campaign.points], "r"),
                                             campaign.points.type or t.INT)
         return list(columns.values())
 
-    def condition_reads(self, when: ast.Expr) -> Iterator[tuple[str, str, t.Type]]:
-        """campaigns._condition_reads as SQL over the campaign rows: (name, column, type)."""
+    def condition_reads(self, when: ast.Expr) -> Iterator[tuple[str, exp.Expression, t.Type]]:
+        """campaigns._condition_reads as SQL over the stored rows (alias `r`): (name, column, type)."""
         rules, plan = self.rules, self.plan
         current = rules.tiers.current if rules.tiers else None
         for node in ast.walk(when):
             if isinstance(node, ast.Name) and node.ref not in ("param", "as_of", "event", None):
                 name, type_ = node.name, node.type or t.STRING
                 if node.ref == "member":
-                    yield name, _q(self.member_column(name)), type_
+                    yield name, col(self.member_column(name), "r"), type_
                 elif node.ref == "current_tier":
-                    yield name, (_q(self.member_column(current)) if current else "NULL"), type_
+                    yield name, (col(self.member_column(current), "r") if current else exp.Null()), type_
                 elif node.ref == "segment" or name in rules.segments:
-                    yield name, f"COALESCE(list_contains({_q('segments')}, {_s(name)}), FALSE)", t.BOOL
+                    yield name, lists(col("segments", "r"), text(name)), t.BOOL
                 elif name in plan.metrics:
-                    yield name, _q(plan.metrics[name]), type_
+                    yield name, col(plan.metrics[name], "r"), type_
                 elif name in self.types:
-                    yield name, _q(name), self.types[name]
+                    yield name, col(name, "r"), self.types[name]
                 else:
-                    yield name, "NULL", type_
+                    yield name, exp.Null(), type_
             elif isinstance(node, (ast.EventAggregate, ast.Ranking, ast.Call)) and not is_invariant(node):
-                yield ast.to_source(node), _q(plan.by_node[node]), node.type or t.STRING
+                yield ast.to_source(node), col(plan.by_node[node], "r"), node.type or t.STRING
 
     def _block(self, index: int, campaign: CheckedCampaign, trigger_values: list[ValueColumn],
                send_at: dt.datetime, previous: Previous | None) -> ActionBlock:
@@ -435,16 +466,21 @@ class _Run:
         values = self.value_columns(campaign, trigger_values, index)
         parts = simple_parts(campaign.template) if campaign.template is not None else None
         printed_columns = self.printed_columns(parts, campaign) if parts is not None else None
-        select = [f"f.{_q(POS)} AS pos", f"r.{_q(key)} AS member",
-                  f"sha256(concat({_s(campaign.name)}, chr(31), CAST(r.{_q(key)} AS VARCHAR), chr(31), "
-                  f"{_s(instant_text(self.as_of))})) AS digest"]
-        select += [f"{value.sql} AS {_q(f'v{j}')}" for j, value in enumerate(values)]
-        select += [f"{value.zero_when} AS {_q(f'z{j}')}" for j, value in enumerate(values) if value.zero_when]
-        select += [f"{sql} AS {_q(f'm{j}')}" for j, (sql, type_) in enumerate(printed_columns or [])
+        unit = fn("chr", num(31))  # the separator state.action_key hashes between the parts
+        digest = fn("sha256", fn("concat", text(campaign.name), unit, cast(col(key, "r"), "VARCHAR"), unit.copy(),
+                                 text(instant_text(self.as_of))))
+        select = [named(col(POS, "f"), "pos"), named(col(key, "r"), "member"), named(digest, "digest")]
+        select += [named(value.sql, f"v{j}") for j, value in enumerate(values)]
+        select += [named(value.zero_when, f"z{j}") for j, value in enumerate(values) if value.zero_when is not None]
+        select += [named(sql, f"m{j}") for j, (sql, type_) in enumerate(printed_columns or [])
                    if type_ is not None]  # a constant is printed text already, not SQL
-        table = self.con.sql(f"SELECT {', '.join(select)} FROM {JUDGED} AS j "
-                             f"JOIN {_q(FLAGS)} AS f ON f.{_q(POS)} = j.pos JOIN {_q(ROWS)} AS r ON r.rowid = f.{_q(RID)} "
-                             f"WHERE j.campaign = {index} AND j.rule IS NULL ORDER BY j.pos").to_arrow_table()
+        sent = exp.select(*select).from_(table_ref(JUDGED, "j")) \
+            .join(table_ref(FLAGS, "f"), on=exp.EQ(this=col(POS, "f"), expression=col("pos", "j"))) \
+            .join(table_ref(ROWS, "r"), on=exp.EQ(this=exp.column("rowid", "r"), expression=col(RID, "f"))) \
+            .where(exp.and_(exp.EQ(this=col("campaign", "j"), expression=num(index)),
+                            exp.Is(this=col("rule", "j"), expression=exp.Null()))) \
+            .order_by(col("pos", "j"))
+        table = self.con.sql(duckdb(sent)).to_arrow_table()
         n = table.num_rows
         members = table.column("member").combine_chunks() if n else pa.array([], table.schema.field("member").type)
         digests = table.column("digest").combine_chunks().cast(pa.string())
@@ -471,7 +507,8 @@ class _Run:
 
     # -- messages ------------------------------------------------------------------------------------
 
-    def printed_columns(self, parts, campaign: CheckedCampaign) -> list[tuple[str, t.Type]] | None:
+    def printed_columns(self, parts, campaign: CheckedCampaign
+                        ) -> list[tuple[exp.Expression | str, t.Type | None]] | None:
         """The SQL and type of each value a simple template prints, or None when one of them is
         not a column Arrow prints as Python does (the template renders member by member)."""
         columns = []
@@ -486,33 +523,37 @@ class _Run:
             columns.append(column)
         return columns
 
-    def template_column(self, part: Value, campaign: CheckedCampaign) -> tuple[str, t.Type | None] | None:
-        """campaigns._template_context's value for a printed name, as (SQL, type); a constant
-        as (its text rendered by Jinja2, None); None where only the Python context will do."""
+    def template_column(self, part: Value, campaign: CheckedCampaign
+                        ) -> tuple[exp.Expression | str, t.Type | None] | None:
+        """campaigns._template_context's value for a printed name, as (SQL over the stored rows,
+        alias `r`, type); a constant as (its text rendered by Jinja2, None); None where only the
+        Python context will do."""
         rules, plan = self.rules, self.plan
         name = part.name
         if name == "member":
             if part.attr is None or part.attr not in rules.member.fields:
                 return None
-            return _q(self.member_column(part.attr)), rules.member.fields[part.attr]
+            return col(self.member_column(part.attr), "r"), rules.member.fields[part.attr]
         if part.attr is not None:
             return None
         columns = {"tier": "tier", "next_tier": "next_tier", "tier_gap": "tier_gap", "gap": "tier_gap"}
         if name in columns:
             column = columns[name]
-            return (_q(column), self.types[column]) if column in self.types else None
+            return (col(column, "r"), self.types[column]) if column in self.types else None
         if name == "current_tier":
             current = rules.tiers.current if rules.tiers else None
-            return (_q(self.member_column(current)), rules.member.fields[current]) if current else ("NULL", t.STRING)
+            if current is None:
+                return exp.Null(), t.STRING
+            return col(self.member_column(current), "r"), rules.member.fields[current]
         if name in ("campaign", "as_of"):
             return render("{{ value }}", {"value": campaign.name if name == "campaign" else self.as_of}), None
         if name in ("earned_tier", "keep_gap", "classes", "segments", "previous"):
             return None
         if name in rules.segments:
-            return f"COALESCE(list_contains({_q('segments')}, {_s(name)}), FALSE)", t.BOOL
+            return lists(col("segments", "r"), text(name)), t.BOOL
         if name in rules.classes or name in rules.metrics:
             column = plan.metrics.get(name, name)
-            return (_q(column), self.types[column]) if column in self.types else None
+            return (col(column, "r"), self.types[column]) if column in self.types else None
         if name in self.params:
             return render("{{ value }}", {"value": _canonical(self.params[name])}), None
         return None
@@ -530,10 +571,10 @@ class _Run:
                 if type_ is None:
                     pieces.append(sql)  # a constant, already printed
                 else:
-                    text = printed(table.column(f"m{j}").combine_chunks(), type_)
-                    if text is None:
+                    texts = printed(table.column(f"m{j}").combine_chunks(), type_)
+                    if texts is None:
                         return self.rendered(campaign, table, previous)
-                    pieces.append(text)
+                    pieces.append(texts)
                 j += 1
             return join_parts(pieces, n)
         return self.rendered(campaign, table, previous)
@@ -548,15 +589,15 @@ class _Run:
         if not positions:
             return pa.array([], pa.string())
         con = self.con
-        con.register(PREFIX + "wanted", pa.table({"pos": pa.array(positions, pa.int64())}))
+        wanted = exp.select(*(col(name, "r") for name, _ in self.columns)).from_(table_ref(ROWS, "r")) \
+            .join(table_ref(FLAGS, "f"), on=exp.EQ(this=exp.column("rowid", "r"), expression=col(RID, "f"))) \
+            .where(col(POS, "f").isin(query=exp.select(col("pos")).from_(table_ref(WANTED)))) \
+            .order_by(col(POS, "f"))
+        con.register(WANTED, pa.table({"pos": pa.array(positions, pa.int64())}))
         try:
-            rows = [row for batch in iter_query(
-                con, f"SELECT {', '.join('r.' + _q(name) for name, _ in self.columns)} FROM {_q(ROWS)} AS r "
-                     f"JOIN {_q(FLAGS)} AS f ON r.rowid = f.{_q(RID)} "
-                     f"WHERE f.{_q(POS)} IN (SELECT pos FROM {PREFIX}wanted) ORDER BY f.{_q(POS)}",
-                self.columns, self.tz) for row in batch]
+            rows = [row for batch in iter_query(con, duckdb(wanted), self.columns, self.tz) for row in batch]
         finally:
-            con.unregister(PREFIX + "wanted")
+            con.unregister(WANTED)
         values = _SqlValues(self.plan)
         ctx = _Context(rules, values, None, previous, self.tz, {}, {},  # type: ignore[arg-type]
                        order_count=values.expr_function(rules.order_count) if rules.order_count is not None else None,
@@ -584,9 +625,9 @@ class _Run:
         tables = list(self.rules.row_counts)
         if not tables:
             return {}
-        sums = self.con.execute(f"SELECT {', '.join(f'sum({_q(ROWS_PREFIX + table)})' for table in tables)} "
-                                f"FROM {_q(ROWS)}").fetchall()[0]
-        return {table: int(total or 0) for table, total in zip(tables, sums)}
+        sums = self.con.execute(duckdb(exp.select(*(exp.Sum(this=col(ROWS_PREFIX + name)) for name in tables))
+                                       .from_(table_ref(ROWS)))).fetchall()[0]
+        return {name: int(total or 0) for name, total in zip(tables, sums)}
 
     def state(self, row: dict) -> MemberState:
         rules, plan = self.rules, self.plan
@@ -608,8 +649,7 @@ class _Run:
         rules = self.rules
         result = [c for c in self.columns[:len(result_columns(rules))]]
         wanted = result + ([(ORDERS, self.plan.extra[ORDERS].type or t.INT)] if rules.order_count is not None else [])
-        names = ", ".join(_q(name) for name, _ in wanted)
-        query = f"SELECT {names} FROM {_q(ROWS)} ORDER BY {_q(rules.member.key)}"
+        query = duckdb(_in_key_order(rules, wanted))
         types = dict(wanted)
         key = rules.member.key
 
@@ -648,15 +688,20 @@ def _campaign_run(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[s
 
 
 def _drop_tables(con) -> None:
-    for table in (ROWS, FLAGS, JUDGED):
-        con.execute(f"DROP TABLE IF EXISTS {_q(table)}").fetchall()
+    for name in (ROWS, FLAGS, JUDGED):
+        con.execute(duckdb(drop("TABLE", name))).fetchall()
 
 
-def _unordered(compiled) -> str:
+def _unordered(compiled) -> exp.Expression:
     """The query without its ORDER BY: the rows are stored, and sorted when they are read."""
     query = compiled.query.copy()
     query.set("order", None)
-    return query.sql(dialect=compiled.dialect)
+    return query
+
+
+def _in_key_order(rules: CheckedRuleSet, columns: list[tuple[str, t.Type]]) -> exp.Select:
+    """The stored rows' `columns`, in member-key order."""
+    return exp.select(*(col(name) for name, _ in columns)).from_(table_ref(ROWS)).order_by(col(rules.member.key))
 
 
 def write_outputs_duckdb(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dict[str, str], *, results: Path,
@@ -730,8 +775,7 @@ def decide_first_run(rules: CheckedRuleSet, con, as_of: dt.datetime, tables: dic
     try:
         decision = run.decide(None, [])
         columns = run.columns[:len(result_columns(rules))]
-        names = ", ".join(_q(name) for name, _ in columns)
-        rows = [row for batch in iter_query(con, f"SELECT {names} FROM {_q(ROWS)} ORDER BY {_q(rules.member.key)}",
+        rows = [row for batch in iter_query(con, duckdb(_in_key_order(rules, columns)),
                                             columns, run.tz) for row in batch]
         return rows, decision
     finally:

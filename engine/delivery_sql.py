@@ -26,11 +26,38 @@ import pyarrow as pa
 from .check import CheckedCampaign
 from .delivery import CheckedDelivery, Offer, Release, Sent, Verdict, apply_budgets, decide_member
 from .sql import PREFIX
+from .sql_statements import statement
 
 JUDGED = PREFIX + "judged"
 _CAMPAIGNS = PREFIX + "delivery_campaigns"
 _HISTORY = PREFIX + "history"
 _RULED = PREFIX + "ruled"
+# The statements below name these tables by their short names (sql_statements.statement).
+_TABLES = {"judged": JUDGED, "campaigns": _CAMPAIGNS, "history": _HISTORY, "ruled": _RULED}
+
+# Cooldowns compare distances both ways: an earlier action held by quiet hours may go out
+# after this one (delivery._member_rules).
+_JUDGE = """
+    CREATE OR REPLACE TEMP TABLE judged AS
+    SELECT o.campaign, o.pos, o.member, c.interacting,
+           CASE WHEN NOT o.consent THEN 'consent'
+                WHEN c.cooldown_us IS NOT NULL AND o.member IN (
+                    SELECT h.member FROM history AS h
+                    WHERE h.campaign = c.name AND abs(h.send_us - c.send_us) < c.cooldown_us)
+                THEN 'cooldown' END AS rule
+    FROM offers AS o JOIN campaigns AS c ON c.idx = o.campaign"""
+
+_INTERACTING = """
+    SELECT campaign, pos, member FROM judged
+    WHERE rule IS NULL AND interacting AND member IN (
+        SELECT member FROM judged WHERE rule IS NULL AND interacting GROUP BY member HAVING count(*) > 1
+        UNION ALL SELECT member FROM history WHERE capped)"""
+
+_ACCEPTED = "SELECT campaign, pos, member FROM judged WHERE rule IS NULL"
+
+_SET_RULES = """
+    UPDATE judged SET rule = r.rule FROM ruled AS r
+    WHERE judged.campaign = r.campaign AND judged.pos = r.pos"""
 
 
 def interacts(campaign: CheckedCampaign, delivery: CheckedDelivery) -> bool:
@@ -48,7 +75,7 @@ def _utc(instant: dt.datetime) -> dt.datetime:
 
 def judge_offers(con, offers: str, campaigns: Sequence[CheckedCampaign], delivery: CheckedDelivery,
                  history: Sequence[Sent], as_of: dt.datetime, tz: ZoneInfo) -> Release:
-    """Create JUDGED from the table `offers` (campaign: index into `campaigns`, pos: the member's
+    """Create JUDGED from the table named `offers` (campaign: index into `campaigns`, pos: the member's
     place in key order, member: the key as text, consent: every `requires` field is true).
 
     Returns:
@@ -69,17 +96,7 @@ def judge_offers(con, offers: str, campaigns: Sequence[CheckedCampaign], deliver
                              for e in history], pa.int64()),
         "capped": pa.array([e.capped for e in history], pa.bool_())}))
     try:
-        # Cooldowns compare distances both ways: an earlier action held by quiet hours may go
-        # out after this one (delivery._member_rules).
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE {JUDGED} AS
-            SELECT o.campaign, o.pos, o.member, c.interacting,
-                   CASE WHEN NOT o.consent THEN 'consent'
-                        WHEN c.cooldown_us IS NOT NULL AND o.member IN (
-                            SELECT h.member FROM {_HISTORY} AS h
-                            WHERE h.campaign = c.name AND abs(h.send_us - c.send_us) < c.cooldown_us)
-                        THEN 'cooldown' END AS rule
-            FROM {offers} AS o JOIN {_CAMPAIGNS} AS c ON c.idx = o.campaign""").fetchall()
+        con.execute(statement(_JUDGE, offers=offers, **_TABLES)).fetchall()
         _decide_interacting(con, campaigns, delivery, history, release, tz)
         if delivery.budget is not None or any(c.budget is not None for c in campaigns):
             _decide_budgets(con, campaigns, delivery, release)
@@ -97,11 +114,7 @@ def _offer(campaign: CheckedCampaign, member: str, position: int) -> Offer:
 def _decide_interacting(con, campaigns: Sequence[CheckedCampaign], delivery: CheckedDelivery,
                         history: Sequence[Sent], release: Release, tz: ZoneInfo) -> None:
     """Groups and caps, member by member, for the members whose offers can interact."""
-    rows = con.sql(f"""
-        SELECT campaign, pos, member FROM {JUDGED}
-        WHERE rule IS NULL AND interacting AND member IN (
-            SELECT member FROM {JUDGED} WHERE rule IS NULL AND interacting GROUP BY member HAVING count(*) > 1
-            UNION ALL SELECT member FROM {_HISTORY} WHERE capped)""").fetchall()
+    rows = con.sql(statement(_INTERACTING, **_TABLES)).fetchall()
     if not rows:
         return
     by_member: dict[str, list[Offer]] = defaultdict(list)
@@ -121,7 +134,7 @@ def _decide_interacting(con, campaigns: Sequence[CheckedCampaign], delivery: Che
 
 def _decide_budgets(con, campaigns: Sequence[CheckedCampaign], delivery: CheckedDelivery, release: Release) -> None:
     accepted = [_offer(campaigns[index], member, position) for index, position, member in
-                con.sql(f"SELECT campaign, pos, member FROM {JUDGED} WHERE rule IS NULL").fetchall()]
+                con.sql(statement(_ACCEPTED, **_TABLES)).fetchall()]
     verdicts = {(o.campaign, o.member): Verdict(True, release[o.channel]) for o in accepted}
     apply_budgets(accepted, verdicts, delivery.budget)
     index_of = {c.name: i for i, c in enumerate(campaigns)}
@@ -136,7 +149,6 @@ def _set_rules(con, stopped: list[tuple[int, int, str | None]]) -> None:
                                    "pos": pa.array([s[1] for s in stopped], pa.int64()),
                                    "rule": pa.array([s[2] for s in stopped], pa.string())}))
     try:
-        con.execute(f"UPDATE {JUDGED} SET rule = r.rule FROM {_RULED} AS r "
-                    f"WHERE {JUDGED}.campaign = r.campaign AND {JUDGED}.pos = r.pos").fetchall()
+        con.execute(statement(_SET_RULES, **_TABLES)).fetchall()
     finally:
         con.unregister(_RULED)

@@ -38,6 +38,7 @@ from .model import TableSchema
 from .snapshot import MEMBER_TABLE, Snapshot, SnapshotStats, find_table_files, paused_gc, read_snapshot
 from .sql import CompiledSql, compile_sql, sql_type
 from .sql_dialects import rules_for
+from .sql_statements import create_view, drop, table_ref
 
 ENGINE = "duckdb"
 DEFAULT_MEMORY_LIMIT = "4GB"
@@ -266,11 +267,6 @@ def _converter(type_: t.Type, tz: ZoneInfo) -> Callable | None:
     return None
 
 
-def _ident(name: str) -> str:
-    """A quoted identifier (embedded quotes doubled), for the few statements around the query."""
-    return exp.to_identifier(name, quoted=True).sql("duckdb")
-
-
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -308,7 +304,7 @@ class _Views:
 
     def drop(self) -> None:
         for name in self.names.values():
-            self.con.execute(f"DROP VIEW IF EXISTS {_ident(name)}").fetchall()
+            self.con.execute(drop("VIEW", name).sql("duckdb")).fetchall()
         for name in self.registered:
             self.con.unregister(name)
 
@@ -322,12 +318,12 @@ class _Views:
                 select = self.csv_select(table, path)
             else:
                 select = self.jsonl_select(table, path)
-            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(self.names[table])} AS {select}").fetchall()
+            self.con.execute(create_view(self.names[table], select).sql("duckdb")).fetchall()
         return self.validate()
 
     # Parquet: typed columns; anything but the plain Arrow types of each kind falls back.
 
-    def parquet_select(self, table: str, path: Path) -> str:
+    def parquet_select(self, table: str, path: Path) -> exp.Select:
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(path)
@@ -341,7 +337,7 @@ class _Views:
             column = exp.column(name, quoted=True)
             cells.append(exp.alias_(self.parquet_cell(column, schema.field(name).type, type_), name, quoted=True))
         source = exp.Anonymous(this="read_parquet", expressions=[exp.Literal.string(str(path))])
-        return exp.select(*cells).from_(source).sql("duckdb")
+        return exp.select(*cells).from_(source)
 
     def parquet_cell(self, column: exp.Expression, arrow_type, type_: t.Type) -> exp.Expression:
         import pyarrow as pa
@@ -376,7 +372,7 @@ class _Views:
 
     # CSV: every cell as text, checked against the Python reader's rules, then cast.
 
-    def csv_select(self, table: str, path: Path) -> str:
+    def csv_select(self, table: str, path: Path) -> exp.Select:
         key, time_column, columns = self.tables[table]
         with open(path, encoding="utf-8", newline="") as handle:
             try:
@@ -406,7 +402,7 @@ class _Views:
         # A row the fast path cannot read like the Python reader marks the whole view as unusable.
         bad = exp.alias_(exp.Not(this=exp.Paren(this=exp.and_(*checks))), "_mr_bad", quoted=True)
         self.has_bad[table] = True
-        return exp.select(*cells, bad).from_(source).sql("duckdb")
+        return exp.select(*cells, bad).from_(source)
 
     def csv_cell(self, column: exp.Expression, type_: t.Type) -> tuple[exp.Expression, exp.Expression]:
         kind = type_.kind
@@ -472,7 +468,7 @@ class _Views:
     # JSONL: each line's object, every value checked against the Python reader's rules; text
     # values are read as CSV cells are, numbers from their JSON type (decimals from their text).
 
-    def jsonl_select(self, table: str, path: Path) -> str:
+    def jsonl_select(self, table: str, path: Path) -> exp.Select:
         _, _, columns = self.tables[table]
         line = exp.column("json", quoted=True)
         source = exp.Anonymous(this="read_json_objects", expressions=[
@@ -495,7 +491,7 @@ class _Views:
             checks.append(ok)
         bad = exp.alias_(exp.Not(this=exp.Paren(this=exp.and_(*checks))), "_mr_bad", quoted=True)
         self.has_bad[table] = True
-        return exp.select(*cells, bad).from_(source).sql("duckdb")
+        return exp.select(*cells, bad).from_(source)
 
     def jsonl_cell(self, line: exp.Expression, name: str, type_: t.Type, is_key: bool
                    ) -> tuple[exp.Expression, exp.Expression]:
@@ -612,7 +608,7 @@ class _Views:
                    for name, type_ in columns.items() if type_.kind == "list"]
         if self.has_bad.get(table):
             checks.append(count_where(column("_mr_bad")))
-        view = exp.alias_(exp.Table(this=exp.to_identifier(self.names[table], quoted=True)), "e", table=True)
+        view = table_ref(self.names[table], "e")
         if table == MEMBER_TABLE:
             duplicates = exp.Sub(this=exp.Count(this=exp.Star()),
                                  expression=exp.Count(this=exp.Distinct(expressions=[column(key)])))
@@ -629,7 +625,7 @@ class _Views:
                               ).from_(view).sql("duckdb")
         member_key = self.tables[MEMBER_TABLE][0]
         members = exp.select(exp.alias_(exp.column(member_key, quoted=True), "_mr_key", quoted=True)).from_(
-            exp.Table(this=exp.to_identifier(self.names[MEMBER_TABLE], quoted=True)))
+            table_ref(self.names[MEMBER_TABLE]))
         unknown = exp.and_(is_null(column("_mr_key", "m")), exp.Not(this=exp.Coalesce(
             this=later.copy(), expressions=[exp.false()])))
         select = exp.select(count_where(None), count_where(later), count_where(unknown), *checks)
@@ -666,8 +662,8 @@ class _Views:
             self.registered.append(registered)
             casts = exp.select(*(exp.alias_(exp.Cast(this=exp.column(name, quoted=True), to=sql_type(type_, self.r)),
                                             name, quoted=True) for name, type_ in columns.items()))
-            select = casts.from_(exp.Table(this=exp.to_identifier(registered, quoted=True))).sql("duckdb")
-            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(self.names[table])} AS {select}").fetchall()
+            select = casts.from_(table_ref(registered))
+            self.con.execute(create_view(self.names[table], select).sql("duckdb")).fetchall()
 
 
 def _decimal_array(values: list, table: str, column: str):

@@ -188,3 +188,31 @@ def test_a_failed_decision_leaves_no_files_while_the_results_writer_runs(snapsho
     assert not [t for t in threading.enumerate() if t.name.startswith("memberrules-results")]  # waited for
     assert not out.exists() or list(out.iterdir()) == []
     assert not state.exists() or state_file_rows(state) == {"ledger": [], "member_state": [], "runs": []}
+
+
+CLASHING_NAMES = """\
+metrics:
+  rule: {expr: "count(orders within 30d)", output: true}
+  campaign: {expr: "frequency + 1", output: true}
+  pos: spend_90d
+campaigns:
+  names_like_the_engines_own:
+    when: rule > 0 and campaign > 1 and pos > 0
+    action: {channel: in_app, template: "{{ rule }} {{ campaign }} {{ pos }}"}
+"""
+
+
+def test_metrics_named_like_the_offer_tables_columns_read_their_own_values(snapshot, tmp_path):
+    """The offer tables have columns `campaign`, `pos` and `rule`: a campaign reading metrics of
+    those names gets the metrics (every column the SQL reads is qualified by its table)."""
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("*.test.yaml", "campaigns.yaml"))
+    (rules / "campaigns.yaml").write_text(CLASHING_NAMES, encoding="utf-8")
+    for engine in ("python", "duckdb"):
+        outcome = evaluate_rules_with(engine)(rules, snapshot, as_of=DAYS[0], out=tmp_path / engine / "results.jsonl")
+        assert outcome.report is not None, outcome.check.diagnostics
+    python = (tmp_path / "python" / "actions.jsonl").read_text(encoding="utf-8")
+    assert (tmp_path / "duckdb" / "actions.jsonl").read_text(encoding="utf-8") == python
+    assert python.count('"campaign":"names_like_the_engines_own"') > 20

@@ -651,3 +651,29 @@ def test_quotes_in_table_and_column_names_do_not_change_the_sql(tmp_path):
     expected = compile_rule_set(rules).evaluate(snapshot, as_of).rows
     run = evaluate_duckdb(rules, data, as_of, connection=duckdb_connection())
     assert run.read_by == "duckdb" and run.rows == expected
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_a_null_key_or_time_in_parquet_is_refused_with_or_without_statistics(tmp_path, statistics):
+    """Null checks are skipped only for columns whose Parquet statistics count no null: a file
+    with a null key (statistics say so) or without statistics is scanned, and refused as the
+    Python reader refuses it; a clean file is read by DuckDB."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    rules, data, as_of = _demo(tmp_path, "csv", members=40)
+    orders = pacsv.read_csv(data / "orders.csv", convert_options=pacsv.ConvertOptions(
+        column_types={"amount": pa.decimal128(12, 2), "placed_at": pa.timestamp("us", tz="UTC")}))
+    (data / "orders.csv").unlink()
+    pq.write_table(orders, data / "orders.parquet", write_statistics=statistics)
+    clean = evaluate_duckdb(rules, data, as_of, connection=duckdb_connection())
+    assert clean.read_by == "duckdb"
+    for column in ("member_id", "placed_at"):
+        cells = orders.column(column).to_pylist()
+        cells[1] = None
+        broken = orders.set_column(orders.schema.get_field_index(column), column,
+                                   pa.array(cells, orders.schema.field(column).type))
+        pq.write_table(broken, data / "orders.parquet", write_statistics=statistics)
+        diagnostics = _both_readers_refuse(rules, data, as_of)
+        assert (diagnostics[0].code, diagnostics[0].span.line) == ("MR503", 2), column  # Parquet rows count from 1

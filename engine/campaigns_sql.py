@@ -350,7 +350,8 @@ class _Run:
         key = rules.member.key
         in_key_order = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[exp.Ordered(this=col(key, "q"))]))
         # The narrow FLAGS table holds what the decision adds to the stored rows.
-        flags = exp.select(named(exp.column("rowid", "q"), RID), named(exp.Sub(this=in_key_order, expression=num(1)), POS),
+        flags = exp.select(named(exp.column("rowid", "q"), RID),
+                           named(exp.Sub(this=in_key_order, expression=num(1)), POS),
                            named(cast(col(key, "q"), "VARCHAR"), KEY_TEXT), *extra) \
             .from_(table_ref(ROWS, "q")) \
             .join(table_ref(PREVIOUS, "p"), join_type="LEFT",

@@ -25,6 +25,26 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+def _duckdb_limit_options(command):
+    """--memory-limit and --spill-dir, for the commands that may run the DuckDB engine."""
+    command = click.option("--spill-dir", type=click.Path(file_okay=False, path_type=Path),
+                           envvar="MEMBERRULES_SPILL_DIR", show_envvar=True,
+                           help="DuckDB engine: where what exceeds --memory-limit spills "
+                                "[default: <system temp>/memberrules-duckdb]")(command)
+    return click.option("--memory-limit", metavar="SIZE", envvar="MEMBERRULES_MEMORY_LIMIT", show_envvar=True,
+                        help="DuckDB engine: memory it may use before spilling to disk, e.g. 512MB or 16GB "
+                             "[default: 4GB]")(command)
+
+
+def _duckdb_limits(memory_limit: str | None, spill_dir: Path | None):
+    from memberrules.engine.duckdb_engine import DEFAULT_MEMORY_LIMIT, Limits
+
+    try:
+        return Limits(memory_limit or DEFAULT_MEMORY_LIMIT, spill_dir)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--memory-limit") from None
+
+
 def _print_diagnostics(result: CheckResult, fmt: str) -> None:
     if fmt == "json" or result.diagnostics:
         click.echo(render(result.diagnostics, fmt, result.sources), err=fmt == "text")
@@ -127,9 +147,10 @@ def init_command(directory: Path) -> None:
 @click.option("--engine", type=click.Choice(["python", "duckdb", "auto"]), default="auto", show_default=True,
               help="python: the reference engine; duckdb: the compiled SQL on DuckDB, for large snapshots "
                    "(campaigns and --state too, same files); auto: duckdb from 20,000 members, else python")
+@_duckdb_limit_options
 def evaluate_command(rules: Path, data_dir: Path, as_of: str | None, out: Path | None, fmt: str | None,
                      params: tuple[str, ...], on_bad_row: str, state: Path | None, dry_run: bool,
-                     engine: str = "auto") -> None:
+                     engine: str = "auto", memory_limit: str | None = None, spill_dir: Path | None = None) -> None:
     """Evaluate RULES on the snapshot in --data: one result row per member, and a summary."""
     from rich.console import Console
 
@@ -140,7 +161,8 @@ def evaluate_command(rules: Path, data_dir: Path, as_of: str | None, out: Path |
 
     fmt = format_for(out, fmt)
     out = out or default_out(fmt)
-    evaluate_rules = evaluate_rules_with(engine)  # the same call, run by the engine asked for
+    # The same call, run by the engine asked for.
+    evaluate_rules = evaluate_rules_with(engine, _duckdb_limits(memory_limit, spill_dir))
     try:
         outcome = evaluate_rules(rules, data_dir, as_of=as_of, out=out, fmt=fmt, params=_parse_params(params),
                                  on_bad_row=on_bad_row, progress=_progress_bar(), state=state, dry_run=dry_run)
@@ -323,8 +345,9 @@ def explain_command(rules: Path, data_dir: Path, member: str, as_of: str | None,
 @click.option("--engine", type=click.Choice(["python", "duckdb", "auto"]), default="auto", show_default=True,
               help="python: the reference engine; duckdb: for large snapshots (the same diff); "
                    "auto: duckdb from 20,000 members, else python")
+@_duckdb_limit_options
 def diff_command(old: str, new: str, data_dir: Path, as_of: str | None, fmt: str, fail_on: str | None,
-                 engine: str) -> None:
+                 engine: str, memory_limit: str | None = None, spill_dir: Path | None = None) -> None:
     """What changing the rules from OLD to NEW does to the members of a snapshot.
 
     OLD and NEW are rule-set directories or git revisions such as main:rules or HEAD~1:rules
@@ -339,7 +362,8 @@ def diff_command(old: str, new: str, data_dir: Path, as_of: str | None, fmt: str
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--fail-on") from None
     try:
-        outcome = diff_rule_sets(old, new, data_dir, as_of, engine=engine)
+        outcome = diff_rule_sets(old, new, data_dir, as_of, engine=engine,
+                                 limits=_duckdb_limits(memory_limit, spill_dir))
     except (GitSourceError, ValueError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_USAGE)

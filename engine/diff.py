@@ -25,7 +25,7 @@ from .campaigns import decide_actions
 from .check import CheckedRuleSet, CheckResult, check_rule_set
 from .errors import Diagnostic, Span
 from .campaigns_sql import decide_first_run
-from .duckdb_engine import DuckDBStream, choose_engine, evaluate_duckdb
+from .duckdb_engine import DuckDBStream, Limits, choose_engine, evaluate_duckdb, out_of_memory_reported
 from .eval import compile_rule_set
 from .evaluate import parse_as_of
 from .gitsource import RuleSource, open_rule_source, parse_git_spec
@@ -366,16 +366,17 @@ def _sent_by_campaign(rules: CheckedRuleSet, compiled, evaluation) -> tuple[dict
     return decision.sent_members(), list(decision.notes)
 
 
-def _evaluate_duckdb(rules: CheckedRuleSet, data: Path, as_of: dt.datetime) -> tuple[list[dict], dict[str, list],
-                                                                                   list[str]]:
+def _evaluate_duckdb(rules: CheckedRuleSet, data: Path, as_of: dt.datetime, limits: Limits
+                     ) -> tuple[list[dict], dict[str, list], list[str]]:
     """`_sent_by_campaign` and the result rows, on the DuckDB engine."""
     if not rules.campaigns:
-        return evaluate_duckdb(rules, data, as_of).rows, {}, []
-    stream = DuckDBStream(rules, data, as_of)
-    try:
-        rows, decision = decide_first_run(rules, stream.con, stream.as_of, stream.views.names)
-    finally:
-        stream.close()
+        return evaluate_duckdb(rules, data, as_of, limits=limits).rows, {}, []
+    with out_of_memory_reported(limits):
+        stream = DuckDBStream(rules, data, as_of, limits=limits)
+        try:
+            rows, decision = decide_first_run(rules, stream.con, stream.as_of, stream.views.names)
+        finally:
+            stream.close()
     return rows, decision.sent_members(), list(decision.notes)
 
 
@@ -383,7 +384,7 @@ ENGINES = ("python", "duckdb", "auto")
 
 
 def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | None = None,
-                   cwd: Path | None = None, engine: str = "python") -> DiffOutcome:
+                   cwd: Path | None = None, engine: str = "python", limits: Limits | None = None) -> DiffOutcome:
     """Evaluate two rule sets on one snapshot and compare the results.
 
     Args:
@@ -394,6 +395,7 @@ def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | No
         cwd: where `REV:path` is resolved (default: the current directory).
         engine: "python", "duckdb" for large snapshots (the same diff, campaigns included), or
             "auto": duckdb from duckdb_engine.AUTO_MIN_MEMBERS members of the snapshot.
+        limits: memory, spill directory and threads for the DuckDB engine.
 
     Returns:
         A DiffOutcome with the diff, or with the errors of either rule set.
@@ -401,7 +403,7 @@ def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | No
     Raises:
         GitSourceError: a `REV:path` that git cannot read.
         ValueError: `as_of` text that is not a date or timestamp, or an unknown engine.
-        DiagnosticError: the snapshot cannot be read (MR5xx).
+        DiagnosticError: the snapshot cannot be read (MR5xx), or DuckDB ran out of memory (MR592).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine '{engine}' (engines: {', '.join(ENGINES)})")
@@ -431,7 +433,7 @@ def diff_rule_sets(old: str, new: str, data: Path, as_of: dt.datetime | str | No
             engine = choose_engine("auto", new_rules, data, None)
         for rules in (old_rules, new_rules):
             if engine == "duckdb":
-                found, sent, side_notes = _evaluate_duckdb(rules, data, when)
+                found, sent, side_notes = _evaluate_duckdb(rules, data, when, limits or Limits())
                 rows.append(found)
             else:
                 compiled = compile_rule_set(rules)

@@ -14,6 +14,7 @@ instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -42,6 +43,8 @@ from .sql_statements import create_view, drop, table_ref
 
 ENGINE = "duckdb"
 DEFAULT_MEMORY_LIMIT = "4GB"
+# What DuckDB's memory_limit setting takes: a number and a unit (DuckDB's own names for them).
+_MEMORY_SIZE_RE = re.compile(r"^\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
 
 # The Python reader's text rules (snapshot.py), as DuckDB regular expressions over trimmed cells.
 _INT_RE = r"^[+-]?[0-9]+$"
@@ -55,6 +58,38 @@ _ZONED_TS_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0
 
 class FallBack(Exception):
     """The fast path cannot promise the Python reader's reading of this snapshot."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What DuckDB may use: memory before it spills to disk, where it spills, and threads."""
+
+    memory: str = DEFAULT_MEMORY_LIMIT
+    spill_dir: Path | None = None  # default: <system temp>/memberrules-duckdb
+    threads: int | None = None  # default: every core
+
+    def __post_init__(self):
+        if not _MEMORY_SIZE_RE.match(self.memory):
+            raise ValueError(f"memory limit {self.memory!r}: expected a size such as 512MB or 4GB")
+
+    @property
+    def spill_directory(self) -> Path:
+        return self.spill_dir or Path(tempfile.gettempdir()) / "memberrules-duckdb"
+
+
+@contextlib.contextmanager
+def out_of_memory_reported(limits: Limits):
+    """DuckDB running out of memory (or of spill space) as MR592, with what to change."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.OutOfMemoryException as error:
+        reason = str(error).splitlines()[0]
+        raise DiagnosticError([Diagnostic(
+            "MR592", f"DuckDB ran out of memory (memory limit {limits.memory}, spilling to "
+                     f"{limits.spill_directory}): {reason}", None,
+            hint="raise --memory-limit, or point --spill-dir at a disk with more free space")]) from None
 
 
 @dataclass
@@ -71,18 +106,19 @@ class DuckDBRun:
 def connect(memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = None,
             temp_directory: str | Path | None = None):
     """A DuckDB connection that spills to `temp_directory` above `memory_limit`."""
+    return connect_with(Limits(memory_limit, Path(temp_directory) if temp_directory else None, threads))
+
+
+def connect_with(limits: Limits):
+    """A DuckDB connection within `limits`."""
     import duckdb
 
-    connection = duckdb.connect(config={"memory_limit": memory_limit,
-                                        "threads": threads or os.cpu_count() or 1,
-                                        "temp_directory": str(temp_directory or Path(tempfile.gettempdir()) /
-                                                              "memberrules-duckdb"),
-                                        "preserve_insertion_order": False})
-    return connection
+    return duckdb.connect(config={"memory_limit": limits.memory, "threads": limits.threads or os.cpu_count() or 1,
+                                  "temp_directory": str(limits.spill_directory), "preserve_insertion_order": False})
 
 
 def evaluate_duckdb(rules: CheckedRuleSet, data_dir: Path, as_of: datetime, on_bad_row: str = "fail",
-                    connection=None, force_python_reader: bool = False) -> DuckDBRun:
+                    connection=None, force_python_reader: bool = False, limits: Limits | None = None) -> DuckDBRun:
     """Evaluate every member of the snapshot in `data_dir` on DuckDB.
 
     Args:
@@ -90,20 +126,24 @@ def evaluate_duckdb(rules: CheckedRuleSet, data_dir: Path, as_of: datetime, on_b
         data_dir: one file per schema table (CSV, JSONL or Parquet).
         as_of: the evaluation instant; a naive value is read in the rule set's timezone.
         on_bad_row: "fail" or "skip", as for the Python reader.
-        connection: a DuckDB connection to reuse (tests); a new one by default.
+        connection: a DuckDB connection to reuse (tests); a new one, within `limits`, by default.
         force_python_reader: read with the Python reader even when the files are clean.
+        limits: memory, spill directory and threads of a new connection.
 
     Returns:
         A DuckDBRun whose rows equal the Python engine's Evaluation.rows.
 
     Raises:
-        DiagnosticError: the snapshot could not be read (MR501–MR505, from the Python reader).
+        DiagnosticError: the snapshot could not be read (MR501–MR505, from the Python reader), or
+            DuckDB ran out of memory (MR592).
     """
-    stream = DuckDBStream(rules, data_dir, as_of, on_bad_row, connection, force_python_reader)
+    limits = limits or Limits()
     rows: list[dict] = []
-    began = time.perf_counter()
-    for batch in stream:
-        rows += batch
+    with out_of_memory_reported(limits):
+        stream = DuckDBStream(rules, data_dir, as_of, on_bad_row, connection, force_python_reader, limits)
+        began = time.perf_counter()
+        for batch in stream:
+            rows += batch
     stream.seconds["evaluate"] = time.perf_counter() - began
     return DuckDBRun(rows, stream.stats, stream.rejects, stream.read_by, stream.seconds)
 
@@ -115,12 +155,12 @@ class DuckDBStream:
     """
 
     def __init__(self, rules: CheckedRuleSet, data_dir: Path, as_of: datetime, on_bad_row: str = "fail",
-                 connection=None, force_python_reader: bool = False):
+                 connection=None, force_python_reader: bool = False, limits: Limits | None = None):
         self.rules = rules
         self.tz = ZoneInfo(rules.timezone)
         self.as_of = as_of.replace(tzinfo=self.tz) if as_of.tzinfo is None else as_of.astimezone(self.tz)
         self.own = connection is None
-        self.con = connection or connect()
+        self.con = connection or connect_with(limits or Limits())
         self.seconds: dict[str, float] = {}
         self.read_by = "duckdb"
         self.rejects: list = []
@@ -706,11 +746,21 @@ def _micros(value: timedelta) -> int:
 
 def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, fmt: str = "jsonl",
                           params: dict[str, str] | None = None, on_bad_row: str = "fail", dry_run: bool = False,
-                          state: Path | None = None, checked=None):
+                          state: Path | None = None, checked=None, limits: Limits | None = None):
     """`evaluate_rules` (evaluate.py) with the DuckDB engine: same checks, writers and report.
 
     Campaigns are decided in SQL and Arrow with the Python engine's rules and files
-    (campaigns_sql.py); the state file (`state`) is read and written in one transaction."""
+    (campaigns_sql.py); the state file (`state`) is read and written in one transaction.
+    DuckDB works within `limits`; running out of memory is MR592, and writes nothing."""
+    limits = limits or Limits()
+    with out_of_memory_reported(limits):
+        return _evaluate_rules_duckdb(rules_dir, data_dir, as_of=as_of, out=out, fmt=fmt, params=params,
+                                      on_bad_row=on_bad_row, dry_run=dry_run, state=state, checked=checked,
+                                      limits=limits)
+
+
+def _evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, fmt: str, params, on_bad_row: str,
+                           dry_run: bool, state: Path | None, checked, limits: Limits):
     from .evaluate import EvaluateOutcome, EvaluateReport, check_with_as_of
     from .results import rejects_path, result_columns, write_rejects
     from .results_arrow import write_batches
@@ -723,7 +773,7 @@ def evaluate_rules_duckdb(rules_dir: Path, data_dir: Path, *, as_of, out: Path, 
     rules = check.rule_set
     columns = result_columns(rules)
     timings["compile"] = time.perf_counter() - began
-    stream = DuckDBStream(rules, data_dir, as_of, on_bad_row)
+    stream = DuckDBStream(rules, data_dir, as_of, on_bad_row, limits=limits)
     timings.update(stream.seconds)
     tz = ZoneInfo(rules.timezone)
     counts = _Counts(rules)
@@ -873,8 +923,8 @@ class EngineChoiceError(ValueError):
     """An option the chosen engine cannot honour (e.g. --state with --engine duckdb): exit 2."""
 
 
-def evaluate_rules_with(engine: str) -> Callable:
-    """`evaluate_rules` (evaluate.py) run by `engine`: python, duckdb or auto."""
+def evaluate_rules_with(engine: str, limits: Limits | None = None) -> Callable:
+    """`evaluate_rules` (evaluate.py) run by `engine`: python, duckdb or auto; DuckDB within `limits`."""
     from .evaluate import evaluate_rules
 
     def run(rules_dir: Path, data_dir: Path, *, as_of, out: Path, fmt: str = "jsonl", params=None,
@@ -888,6 +938,7 @@ def evaluate_rules_with(engine: str) -> Callable:
                                   on_bad_row=on_bad_row, progress=progress, state=state, dry_run=dry_run,
                                   checked=check)
         return evaluate_rules_duckdb(rules_dir, data_dir, as_of=as_of, out=out, fmt=fmt, params=params,
-                                     on_bad_row=on_bad_row, dry_run=dry_run, state=state, checked=check)
+                                     on_bad_row=on_bad_row, dry_run=dry_run, state=state, checked=check,
+                                     limits=limits)
 
     return run

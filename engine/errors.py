@@ -34,7 +34,7 @@ class Span:
 @dataclass(frozen=True)
 class Diagnostic:
     """One problem: a stable code (MR1xx shape, MR2xx syntax, MR3xx names and types,
-    MR4xx rule-set logic, MR5xx data), where it is, and what to do about it."""
+    MR4xx rule-set logic, MR5xx data, MR59x the run), where it is, and what to do about it."""
 
     code: str
     message: str

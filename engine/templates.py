@@ -6,6 +6,8 @@ import functools
 from collections.abc import Iterable, Mapping
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.lexer import TokenStream
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from .errors import Diagnostic, did_you_mean
@@ -51,6 +53,53 @@ def _line_offset(text: str, lineno: int) -> int:
     return offset
 
 
+def syntax_error_span(text: str) -> tuple[int, int] | None:
+    """Where Jinja2 stops reading `text`, as offsets into it: the character its lexer cannot
+    take, the token its parser cannot, or the end of the text when it ends too soon; None
+    when the text compiles. (Jinja2's own errors give only a line.)"""
+    env = environment()
+    lexed = 0  # the lexer's raw tokens, end to end, are the first `lexed` characters of the text
+    lexer_stopped = False
+    spans: dict[int, tuple[int, int]] = {}  # id(token the parser reads) → where it is
+    tokens = []  # keeps those tokens alive, so no other object takes their ids
+
+    def raw_tokens():
+        nonlocal lexed, lexer_stopped
+        try:
+            for token in env.lexer.tokeniter(text, None):
+                lexed += len(token[2])
+                yield token
+        except TemplateSyntaxError:
+            lexer_stopped = True
+            raise
+
+    def parser_tokens():
+        before = 0
+        for token in env.lexer.wrap(raw_tokens()):
+            # wrap() drops whitespace and comments: the token is the last raw one read.
+            text_before = text[before:lexed]
+            spans[id(token)] = (before + len(text_before) - len(text_before.lstrip()), lexed)
+            tokens.append(token)
+            before = lexed
+            yield token
+
+    parser = Parser(env, "")
+    try:
+        parser.stream = TokenStream(parser_tokens(), None, None)
+        parser.parse()
+    except TemplateSyntaxError:
+        if lexer_stopped:
+            rest = text[lexed:]
+            at = min(lexed + len(rest) - len(rest.lstrip()), max(len(text) - 1, 0))
+            return at, at + 1
+        span = spans.get(id(parser.stream.current))
+        if span is not None and span[1] > span[0]:
+            return span
+        end = len(text.rstrip())  # it ended too soon: point at its last character
+        return max(end - 1, 0), max(end, 1)
+    return None
+
+
 def _find(text: str, word: str, lineno: int) -> tuple[int, int]:
     start = _line_offset(text, lineno)
     at = text.find(word, start)
@@ -66,9 +115,9 @@ def check_template(text: str, names: Iterable[str], member_fields: Mapping[str, 
     try:
         tree = env.parse(text)
     except TemplateSyntaxError as problem:
-        start = _line_offset(text, problem.lineno or 1)
+        start, end = syntax_error_span(text) or (0, 1)
         return [Diagnostic("MR315", f"the template does not compile: {problem.message}",
-                           locate(start, start + 1), hint="templates are Jinja2: {{ member.name }}")]
+                           locate(start, end), hint="templates are Jinja2: {{ member.name }}")]
     known = set(names)
     diagnostics = []
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}

@@ -55,6 +55,7 @@ CODES: dict[str, list[tuple[str, str]]] = {
     "single_equals": [("MR201", "error")],
     "tabs_in_yaml": [("MR101", "error")],
     "template_syntax_error": [("MR315", "error")],
+    "template_syntax_error_block": [("MR315", "error")],
     "template_unknown_variable": [("MR314", "error"), ("MR314", "error")],
     "tier_thresholds_not_increasing": [("MR406", "error")],
     "unclosed_parenthesis": [("MR202", "error")],
@@ -132,6 +133,23 @@ def test_caret_stands_on_the_misspelt_name_in_every_scalar_style(name, monkeypat
     if name != "scalar_style_double_quoted_escapes":
         source = (CASES_DIR / name / "rules.yaml").read_text("utf-8").splitlines()[diagnostic["line"] - 1]
         assert source[diagnostic["col"] - 1:diagnostic["end_col"] - 1] == "growth_valeu"
+
+
+# Where the caret of a template that does not compile must stand, and what it must stand on.
+TEMPLATE_SPANS = {
+    "template_syntax_error": ((13, 57, 58), "}"),  # a lone `}` the lexer cannot take
+    "template_syntax_error_block": ((17, 47, 53), "endfor"),  # a tag the parser cannot take
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATE_SPANS))
+def test_caret_stands_where_jinja_stops_reading_the_template(name, monkeypatch):
+    result = _validate(CASES_DIR / name, monkeypatch, "--format", "json")
+    [diagnostic] = json.loads(result.stdout)
+    span, text = TEMPLATE_SPANS[name]
+    assert (diagnostic["line"], diagnostic["col"], diagnostic["end_col"]) == span
+    source = (CASES_DIR / name / "rules.yaml").read_text("utf-8").splitlines()[diagnostic["line"] - 1]
+    assert source[diagnostic["col"] - 1:diagnostic["end_col"] - 1] == text
 
 
 def test_duplicate_across_files_names_both_places(monkeypatch):

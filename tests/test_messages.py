@@ -6,13 +6,14 @@ import datetime as dt
 from decimal import Decimal
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memberrules.engine import types as t
 from memberrules.engine.campaigns import _canonical
 from memberrules.engine.messages import Value, join_parts, printed, simple_parts
-from memberrules.engine.templates import render
+from memberrules.engine.templates import environment, render, syntax_error_span
 
 KINDS = {
     "string": (st.text(max_size=8), pa.string()),
@@ -62,3 +63,39 @@ def test_parts_join_element_wise():
     names = pa.array(["Ann", "Bo"])
     assert join_parts(["Hi ", names, "!"], 2).to_pylist() == ["Hi Ann!", "Hi Bo!"]
     assert join_parts(["same"], 3).to_pylist() == ["same"] * 3
+
+
+@pytest.mark.parametrize("text, stops_at", [
+    ("Hi {{ member.name }, welcome", "}"),  # the lexer cannot take a lone `}`
+    ("{{ a.b( }}", "}"),
+    ("{{ 1 +* 2 }}", "*"),  # the parser cannot take this token
+    ("{{ x y }}", "y"),
+    ("x {% endfor %}", "endfor"),
+    ("{% for %}", "%}"),
+    ("{% if x %}never closed  ", "d"),  # ends too soon: its last character
+    ("{{", "{"),
+])
+def test_a_template_syntax_error_points_where_jinja_stops_reading(text, stops_at):
+    start, end = syntax_error_span(text)
+    assert text[start:end] == stops_at
+
+
+_PIECES = st.sampled_from(["{{", "}}", "{%", "%}", "{#", "#}", " ", "\n", "x", "if", "endif", "for", "in",
+                           "(", ")", "|", "+", "*", "'", '"', ".", "1", "}", "{", "member", "é"])
+
+
+@given(st.lists(_PIECES, max_size=14).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_the_span_is_inside_the_text_exactly_when_the_template_does_not_compile(text):
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        environment().parse(text)
+        compiles = True
+    except TemplateSyntaxError:
+        compiles = False
+    span = syntax_error_span(text)
+    assert (span is None) == compiles
+    if span is not None:
+        start, end = span
+        assert 0 <= start < end <= max(len(text), 1)

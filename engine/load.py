@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml as pyyaml
 from ruamel.yaml import YAML, events, nodes
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scanner import Scanner
 
 from .errors import Diagnostic, Span
 
@@ -106,7 +107,7 @@ class Positions:
         offsets = _align_scalar(node, lines.text)
 
         def locate(start: int, end: int) -> Span:
-            if offsets is None:  # escapes we cannot map back: point at the scalar
+            if offsets is None:  # a value that cannot be found in its source: point at the scalar
                 return self._span(origin.file, node)
             last = len(offsets) - 1
             start_index = offsets[min(max(start, 0), last)]
@@ -121,16 +122,16 @@ class Positions:
 
 
 def _align_scalar(node: nodes.ScalarNode, text: str) -> list[int] | None:
-    """The file index of each character of a scalar's value, or None if escapes hide it.
+    """The file index of each character of a scalar's value, or None where it cannot be found.
 
-    Plain, single-quoted and block scalars map exactly: the value's characters stand
-    in the source in order, separated only by indentation, line folds, the block
-    header and doubled quotes.
+    The value's characters stand in the source in order, separated only by indentation,
+    line folds, the block header and doubled quotes; in a double-quoted scalar an escape
+    such as `\\u00e9` stands for one character (its index is the backslash's).
     """
     value = node.value
     start, stop = node.start_mark.index, node.end_mark.index
     style = node.style or ""
-    skippable = " \t\r\n" + ("'" if style == "'" else "") + ("\\" if style == '"' else "")
+    skippable = " \t\r\n" + ("'" if style == "'" else "")
     offsets: list[int] = []
     i = start
     if style in ("'", '"'):
@@ -139,15 +140,53 @@ def _align_scalar(node: nodes.ScalarNode, text: str) -> list[int] | None:
         newline = text.find("\n", start, stop)
         i = stop if newline < 0 else newline + 1
     for char in value:
-        while i < stop and text[i] != char and not (char == " " and text[i] == "\n"):
+        width = 1
+        while i < stop:
+            if style == '"' and text[i] == "\\":
+                decoded, width = _escape(text, i)
+                if decoded is None:  # an escaped line break stands for nothing
+                    i += width
+                    continue
+                if decoded != char:
+                    return None
+                break
+            if text[i] == char:
+                width = 1
+                break
+            if char == " " and text[i] == "\n":  # a folded line break; in a flow scalar the
+                # next line's indentation goes with it
+                width = 1 if style in ("|", ">") else _past_blanks(text, i + 1) - i
+                break
             if text[i] not in skippable:
                 return None
             i += 1
         if i >= stop:
             return None
         offsets.append(i)
-        i += 1
+        i += width
     return offsets or [start]
+
+
+def _past_blanks(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t":
+        at += 1
+    return at
+
+
+def _escape(text: str, backslash: int) -> tuple[str | None, int]:
+    """The character a double-quoted scalar's escape at `backslash` stands for (None: an
+    escaped line break), and the escape's length; the tables are the YAML scanner's."""
+    code = text[backslash + 1:backslash + 2]
+    if code in Scanner.ESCAPE_REPLACEMENTS:
+        return Scanner.ESCAPE_REPLACEMENTS[code], 2
+    if code in Scanner.ESCAPE_CODES:
+        digits = Scanner.ESCAPE_CODES[code]
+        hex_digits = text[backslash + 2:backslash + 2 + digits]
+        return chr(int(hex_digits, 16)), 2 + digits
+    if code in ("\r", "\n"):  # the line break and the next line's indentation stand for nothing
+        after = backslash + (3 if text[backslash + 1:backslash + 3] == "\r\n" else 2)
+        return None, _past_blanks(text, after) - backslash
+    return "\\", 1  # not an escape the scanner took: the value has no character for it
 
 
 def _scalar_value(node: nodes.ScalarNode):

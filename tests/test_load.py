@@ -7,6 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memberrules.engine import load
 from memberrules.engine.errors import Span
@@ -261,11 +263,41 @@ def test_locator_maps_expression_offsets_back_into_the_file(tmp_path, style, tex
     assert source_line[span.col - 1:span.end_col - 1] == "growth_valeu"
 
 
-def test_locator_points_at_the_scalar_when_escapes_hide_the_text(tmp_path):
-    loaded = load_text(tmp_path, 'segments:\n  s: "caf\\u00e9 and growth_valeu"\n')
-    span = loaded.positions.locator(("segments", "s"))(10, 22)
-    assert span == loaded.positions.span(("segments", "s"))
-    assert (span.line, span.col) == (2, 6)
+ESCAPED = [
+    ("unicode", 'segments:\n  s: "caf\\u00e9 and growth_valeu"\n', (2, 21)),
+    ("hex_and_tab", 'segments:\n  s: "\\x41\\t\\U0001F600 and growth_valeu"\n', (2, 28)),
+    ("escaped_line_break", 'segments:\n  s: "a and \\\n    growth_valeu"\n', (3, 5)),
+]
+
+
+@pytest.mark.parametrize("kind, text, where", ESCAPED, ids=[k for k, _, _ in ESCAPED])
+def test_locator_reads_double_quoted_escapes_as_the_characters_they_stand_for(tmp_path, kind, text, where):
+    loaded = load_text(tmp_path, text)
+    value = loaded.data["segments"]["s"]
+    start = value.index("growth_valeu")
+    span = loaded.positions.locator(("segments", "s"))(start, start + len("growth_valeu"))
+    assert (span.line, span.col, span.end_col - span.col) == (*where, len("growth_valeu"))
+    assert text.splitlines()[span.line - 1][span.col - 1:span.end_col - 1] == "growth_valeu"
+
+
+@given(st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40),
+       st.sampled_from([20, 80]), st.sampled_from(['"', "'"]))
+@settings(max_examples=400, deadline=None)
+def test_every_character_of_a_quoted_scalar_is_found_in_its_source(value, width, style):
+    """Whatever PyYAML writes quoted (escapes, folded lines; double quotes where single ones
+    cannot hold the value), each character of the value is found in order: at itself, at the
+    backslash of its escape, or at a line break folded into a space."""
+    import yaml
+    from ruamel.yaml import YAML
+
+    text = yaml.dump({"s": value}, default_style=style, allow_unicode=False, width=width)
+    node = YAML(typ="rt").compose(text).value[0][1]
+    assert node.value == value
+    offsets = load._align_scalar(node, text)
+    assert offsets is not None and len(offsets) == max(len(value), 1)
+    assert offsets == sorted(offsets)
+    for char, at in zip(value, offsets):
+        assert text[at] == char or text[at] == "\\" or (char == " " and text[at] == "\n"), (char, text[at:at + 8])
 
 
 # -- the two composers --------------------------------------------------------------------------

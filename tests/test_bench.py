@@ -42,7 +42,7 @@ def test_scale_benchmark_runs_every_measurement_at_a_small_size(tmp_path):
     out = run_bench("bench_scale.py", "--members", "2000", "--orders", "20000", "--events", "20000",
                     "--python-members", "1000", "--work", str(tmp_path))
     for row in ("evaluate --engine duckdb", "hand-written DuckDB SQL", "Python engine alone, files → rows",
-                "evaluate --engine python, default pack"):
+                "evaluate --engine python, default pack", "its SQL without campaigns → DuckDB's JSON writer"):
         assert row in out
     assert "compiled / hand-written (same results)" in out
     assert "end to end on the same 1,000 members" in out

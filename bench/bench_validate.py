@@ -89,7 +89,7 @@ def generate(directory: Path, rules: int, files: int) -> dict[str, int]:
             a, b = (n * 11 + case) % metrics, (n * 17 + case * 3) % metrics
             lines.append(f"    - {{name: k{case}, when: \"{_value(a, nullable)} >= {case * 10} and "
                          f"{_value(b, nullable)} < {500 - case} and tier != 'gold'\"}}")
-        lines.append(f"    - {{name: other, else: true}}")
+        lines.append("    - {name: other, else: true}")
         chunks[n % files].append(("classes", "\n".join(lines)))
     for i in range(segments):
         a = (i * 19) % metrics

@@ -50,7 +50,7 @@ from .results_arrow import write_batches
 from .snapshot import paused_gc
 from .sql import PREFIX, compile_sql
 from .sql_dialects import cast, fn, num
-from .sql_statements import all_of, col, create_table, drop, duckdb, lists, named, or_false, table_ref, text
+from .sql_statements import all_of, col, create_table, drop, duckdb, list_has, named, or_false, table_ref, text
 from .state import LedgerEntry, Previous, PreviousState, instant_text
 from .templates import render
 
@@ -209,7 +209,7 @@ class _Match:
             if trigger.subject not in names:
                 return exp.false()
             was_in = exp.and_(self.known(), or_false(col(f"{PREFIX}p_segment_{names.index(trigger.subject)}", "p")))
-            is_in = lists(col("segments", "q"), text(trigger.subject))
+            is_in = list_has(col("segments", "q"), text(trigger.subject))
             fired = exp.and_(is_in, exp.not_(was_in)) if trigger.kind == "entered" else \
                 exp.and_(was_in, exp.not_(is_in))
             return exp.and_(self.known(), fired)
@@ -272,7 +272,7 @@ class _Match:
             if trigger.subject not in names:
                 return []
             was_in = or_false(col(f"{PREFIX}p_segment_{names.index(trigger.subject)}", "p"))
-            is_in = lists(col("segments", "q"), text(trigger.subject))
+            is_in = list_has(col("segments", "q"), text(trigger.subject))
             return [ValueColumn("segment", text(trigger.subject), t.STRING), ValueColumn("was_in", was_in, t.BOOL),
                     ValueColumn("is_in", is_in, t.BOOL)]
         if trigger.kind == "class_change":
@@ -450,7 +450,7 @@ class _Run:
                 elif node.ref == "current_tier":
                     yield name, (col(self.member_column(current), "r") if current else exp.Null()), type_
                 elif node.ref == "segment" or name in rules.segments:
-                    yield name, lists(col("segments", "r"), text(name)), t.BOOL
+                    yield name, list_has(col("segments", "r"), text(name)), t.BOOL
                 elif name in plan.metrics:
                     yield name, col(plan.metrics[name], "r"), type_
                 elif name in self.types:
@@ -551,7 +551,7 @@ class _Run:
         if name in ("earned_tier", "keep_gap", "classes", "segments", "previous"):
             return None
         if name in rules.segments:
-            return lists(col("segments", "r"), text(name)), t.BOOL
+            return list_has(col("segments", "r"), text(name)), t.BOOL
         if name in rules.classes or name in rules.metrics:
             column = plan.metrics.get(name, name)
             return (col(column, "r"), self.types[column]) if column in self.types else None

@@ -42,8 +42,8 @@ def all_of(parts: Iterable[exp.Expression]) -> exp.Expression:
     return exp.and_(*parts) if parts else exp.true()
 
 
-def lists(values: exp.Expression, item: exp.Expression) -> exp.Expression:
-    """Whether the list `values` holds `item`; NULL lists are not known to."""
+def list_has(values: exp.Expression, item: exp.Expression) -> exp.Expression:
+    """Whether the list `values` holds `item`: false, not unknown, for a null list."""
     return or_false(fn("list_contains", values, item))
 
 

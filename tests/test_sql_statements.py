@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from memberrules.engine.sql_statements import (all_of, col, create_table, create_view, drop, duckdb as printed,
-                                               lists, named, or_false, statement, table_ref, text)
+                                               list_has, named, or_false, statement, table_ref, text)
 
 HOSTILE = ['a"b', "x'; DROP TABLE t; --", "segments", "ümlaut ✓", 'q"."tier', "back\\slash", "semi;colon"]
 
@@ -59,8 +59,8 @@ def test_printing_makes_every_operand_explicit_and_leaves_the_tree_alone():
 def test_helpers_keep_three_valued_logic_explicit(con):
     row = con.execute(printed(exp.select(
         or_false(exp.Null()), all_of([]), all_of([exp.true(), exp.Null()]),
-        lists(exp.Array(expressions=[text("a"), text("b")]), text("b")),
-        lists(exp.Cast(this=exp.Null(), to=exp.DataType.build("VARCHAR[]")), text("b"))))).fetchall()
+        list_has(exp.Array(expressions=[text("a"), text("b")]), text("b")),
+        list_has(exp.Cast(this=exp.Null(), to=exp.DataType.build("VARCHAR[]")), text("b"))))).fetchall()
     assert row == [(False, True, None, True, False)]
 
 

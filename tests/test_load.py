@@ -248,6 +248,10 @@ LOCATED = [
     ("folded", "segments:\n  s: >\n    a\n    and growth_valeu\n", (4, 9)),
     ("literal", "segments:\n  s: |\n    a\n    and growth_valeu\n", (4, 9)),
     ("folded_kept", "segments:\n  s: >-\n    a and\n      growth_valeu\n", (4, 7)),
+    # In a double-quoted scalar each escape stands for one character of the expression.
+    ("double_unicode_escape", 'segments:\n  s: "caf\\u00e9 and growth_valeu"\n', (2, 21)),
+    ("double_hex_and_tab", 'segments:\n  s: "\\x41\\t\\U0001F600 and growth_valeu"\n', (2, 28)),
+    ("double_escaped_line_break", 'segments:\n  s: "a and \\\n    growth_valeu"\n', (3, 5)),
 ]
 
 
@@ -261,23 +265,6 @@ def test_locator_maps_expression_offsets_back_into_the_file(tmp_path, style, tex
     assert span.end_col - span.col == len("growth_valeu")
     source_line = loaded.sources["rules.yaml"].splitlines()[span.line - 1]
     assert source_line[span.col - 1:span.end_col - 1] == "growth_valeu"
-
-
-ESCAPED = [
-    ("unicode", 'segments:\n  s: "caf\\u00e9 and growth_valeu"\n', (2, 21)),
-    ("hex_and_tab", 'segments:\n  s: "\\x41\\t\\U0001F600 and growth_valeu"\n', (2, 28)),
-    ("escaped_line_break", 'segments:\n  s: "a and \\\n    growth_valeu"\n', (3, 5)),
-]
-
-
-@pytest.mark.parametrize("kind, text, where", ESCAPED, ids=[k for k, _, _ in ESCAPED])
-def test_locator_reads_double_quoted_escapes_as_the_characters_they_stand_for(tmp_path, kind, text, where):
-    loaded = load_text(tmp_path, text)
-    value = loaded.data["segments"]["s"]
-    start = value.index("growth_valeu")
-    span = loaded.positions.locator(("segments", "s"))(start, start + len("growth_valeu"))
-    assert (span.line, span.col, span.end_col - span.col) == (*where, len("growth_valeu"))
-    assert text.splitlines()[span.line - 1][span.col - 1:span.end_col - 1] == "growth_valeu"
 
 
 @given(st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40),

@@ -84,16 +84,12 @@ class DuckDBRun:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def connect(memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = None,
-            temp_directory: str | Path | None = None):
-    """A DuckDB connection that spills to `temp_directory` above `memory_limit`."""
-    return connect_with(Limits(memory_limit, Path(temp_directory) if temp_directory else None, threads))
-
-
-def connect_with(limits: Limits):
-    """A DuckDB connection within `limits`."""
+def connect(limits: Limits | None = None):
+    """A DuckDB connection within `limits` (default: 4GB, spilling to the system's temp directory,
+    every core)."""
     import duckdb
 
+    limits = limits or Limits()
     return duckdb.connect(config={"memory_limit": limits.memory, "threads": limits.threads or os.cpu_count() or 1,
                                   "temp_directory": str(limits.spill_directory), "preserve_insertion_order": False})
 
@@ -141,7 +137,7 @@ class DuckDBStream:
         self.tz = ZoneInfo(rules.timezone)
         self.as_of = as_of.replace(tzinfo=self.tz) if as_of.tzinfo is None else as_of.astimezone(self.tz)
         self.own = connection is None
-        self.con = connection or connect_with(limits or Limits())
+        self.con = connection or connect(limits)
         self.seconds: dict[str, float] = {}
         self.read_by = "duckdb"
         self.rejects: list = []

@@ -20,7 +20,7 @@ from memberrules.engine.check import CheckedCampaign
 from memberrules.engine.delivery import Cap, ChannelPolicy, CheckedDelivery, Offer, Sent, decide_delivery, \
     parse_time_range
 from memberrules.engine.delivery_sql import JUDGED, interacts, judge_offers
-from memberrules.engine.duckdb_engine import connect
+from memberrules.engine.duckdb_engine import Limits, connect
 
 TZ = ZoneInfo("Asia/Shanghai")
 AS_OF = dt.datetime(2026, 11, 9, 22, 30, tzinfo=TZ)  # inside 21:00-09:00 quiet hours
@@ -58,7 +58,7 @@ def _delivery(spec: dict) -> CheckedDelivery:
 
 @pytest.fixture(scope="module")
 def con():
-    connection = connect(memory_limit="1GB", threads=2)
+    connection = connect(Limits("1GB", threads=2))
     yield connection
     connection.close()
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from memberrules.cli import main
 from memberrules.engine import duckdb_engine
 from memberrules.engine.demo import write_demo_snapshot
-from memberrules.engine.duckdb_engine import Limits, connect_with, evaluate_rules_with
+from memberrules.engine.duckdb_engine import Limits, connect, evaluate_rules_with
 from memberrules.engine.errors import DiagnosticError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,11 +54,11 @@ def test_a_run_beyond_the_memory_limit_spills_and_writes_the_same_files(large, t
     # The same limit with spilling forbidden fails: the run above did spill (DuckDB removes
     # its spill files when done, so they cannot be looked at afterwards).
     def no_spilling(limits: Limits):
-        connection = connect_with(limits)
+        connection = connect(limits)
         connection.execute("SET max_temp_directory_size = '0B'").fetchall()
         return connection
 
-    monkeypatch.setattr(duckdb_engine, "connect_with", no_spilling)
+    monkeypatch.setattr(duckdb_engine, "connect", no_spilling)
     with pytest.raises(DiagnosticError) as error:
         _evaluate(large, tmp_path / "no_spill", Limits("160MB", spill, threads=2))
     assert error.value.diagnostics[0].code == "MR592"
@@ -66,7 +66,7 @@ def test_a_run_beyond_the_memory_limit_spills_and_writes_the_same_files(large, t
 
 
 def test_limits_reach_the_connection(tmp_path):
-    connection = connect_with(Limits("300MB", tmp_path / "spill", threads=1))
+    connection = connect(Limits("300MB", tmp_path / "spill", threads=1))
     settings = dict(connection.execute(
         "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'temp_directory', 'threads')"
     ).fetchall())

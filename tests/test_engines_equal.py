@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from memberrules.engine import ast
 from memberrules.engine.check import check_rule_set
-from memberrules.engine.duckdb_engine import connect, evaluate_duckdb
+from memberrules.engine.duckdb_engine import Limits, connect, evaluate_duckdb
 from memberrules.engine.eval import compile_rule_set
 from memberrules.engine.results import jsonl_lines, result_columns
 from memberrules.engine.snapshot import read_snapshot
@@ -341,7 +341,7 @@ _CONNECTION = None
 def duckdb_connection():
     global _CONNECTION
     if _CONNECTION is None:
-        _CONNECTION = connect(memory_limit="1GB", threads=2)
+        _CONNECTION = connect(Limits("1GB", threads=2))
     return _CONNECTION
 
 

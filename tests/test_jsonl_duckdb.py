@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from memberrules.engine.check import check_rule_set
-from memberrules.engine.duckdb_engine import connect, evaluate_duckdb
+from memberrules.engine.duckdb_engine import Limits, connect, evaluate_duckdb
 from memberrules.engine.errors import DiagnosticError
 from memberrules.engine.eval import compile_rule_set
 from memberrules.engine.results import jsonl_lines, result_columns
@@ -93,7 +93,7 @@ def _outcomes(data: Path, con):
 
 @pytest.fixture(scope="module")
 def con():
-    connection = connect(memory_limit="1GB", threads=2)
+    connection = connect(Limits("1GB", threads=2))
     yield connection
     connection.close()
 

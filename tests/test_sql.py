@@ -17,7 +17,7 @@ import sqlglot
 
 from memberrules.engine import sql_dialects
 from memberrules.engine.check import check_rule_set
-from memberrules.engine.duckdb_engine import connect, evaluate_duckdb
+from memberrules.engine.duckdb_engine import Limits, connect, evaluate_duckdb
 from memberrules.engine.sql import compile_sql
 from memberrules.engine.sql_dialects import DIALECTS
 
@@ -146,7 +146,7 @@ def test_the_same_aggregate_written_twice_is_computed_once(tmp_path):
 
 def test_decimal_sql_type_is_38_18():
     assert (sql_dialects.PRECISION, sql_dialects.SCALE) == (38, 18)
-    con = connect(memory_limit="512MB", threads=1)
+    con = connect(Limits("512MB", threads=1))
     rules = checked("spec_example")
     compiled = compile_sql(rules, "duckdb", as_of=AS_OF)
     assert "DECIMAL(38, 18)" in compiled.sql()

@@ -60,8 +60,7 @@ def syntax_error_span(text: str) -> tuple[int, int] | None:
     env = environment()
     lexed = 0  # the lexer's raw tokens, end to end, are the first `lexed` characters of the text
     lexer_stopped = False
-    spans: dict[int, tuple[int, int]] = {}  # id(token the parser reads) → where it is
-    tokens = []  # keeps those tokens alive, so no other object takes their ids
+    read = []  # (token the parser reads, where it is in the text)
 
     def raw_tokens():
         nonlocal lexed, lexer_stopped
@@ -78,8 +77,7 @@ def syntax_error_span(text: str) -> tuple[int, int] | None:
         for token in env.lexer.wrap(raw_tokens()):
             # wrap() drops whitespace and comments: the token is the last raw one read.
             text_before = text[before:lexed]
-            spans[id(token)] = (before + len(text_before) - len(text_before.lstrip()), lexed)
-            tokens.append(token)
+            read.append((token, (before + len(text_before) - len(text_before.lstrip()), lexed)))
             before = lexed
             yield token
 
@@ -92,7 +90,8 @@ def syntax_error_span(text: str) -> tuple[int, int] | None:
             rest = text[lexed:]
             at = min(lexed + len(rest) - len(rest.lstrip()), max(len(text) - 1, 0))
             return at, at + 1
-        span = spans.get(id(parser.stream.current))
+        # Equal tokens may stand in several places: the one the parser stopped at is this object.
+        span = next((where for token, where in read if token is parser.stream.current), None)
         if span is not None and span[1] > span[0]:
             return span
         end = len(text.rstrip())  # it ended too soon: point at its last character

@@ -25,7 +25,7 @@ from .model import TableSchema
 from .snapshot import MEMBER_TABLE, Snapshot, SnapshotStats, find_table_files
 from .sql import sql_type
 from .sql_dialects import rules_for
-from .sql_statements import create_view, drop, table_ref
+from .sql_statements import col, create_view, drop, table_ref
 
 # The Python reader's text rules (snapshot.py), as DuckDB regular expressions over trimmed cells.
 _INT_RE = r"^[+-]?[0-9]+$"
@@ -366,25 +366,22 @@ class SnapshotViews:
             star = exp.Count(this=exp.Star())
             return star if condition is None else exp.Filter(this=star, expression=exp.Where(this=condition))
 
-        def column(name: str, alias: str = "e") -> exp.Expression:
-            return exp.column(name, table=alias, quoted=True)
-
         def is_null(node: exp.Expression) -> exp.Expression:
             return exp.Is(this=node, expression=exp.Null())
 
         # A column whose Parquet statistics count no null needs no scan: the view's casts never
         # make one (a value they cannot cast fails the query instead).
         known_complete = self.complete.get(table, set())
-        checks = [count_where(is_null(column(name))) for name, type_ in columns.items()
+        checks = [count_where(is_null(col(name, "e"))) for name, type_ in columns.items()
                   if name not in known_complete and (not type_.nullable or name in (key, time_column))]
-        checks += [count_where(exp.Anonymous(this="list_contains", expressions=[column(name), exp.Null()]))
+        checks += [count_where(exp.Anonymous(this="list_contains", expressions=[col(name, "e"), exp.Null()]))
                    for name, type_ in columns.items() if type_.kind == "list"]
         if self.has_bad.get(table):
-            checks.append(count_where(column("_mr_bad")))
+            checks.append(count_where(col("_mr_bad", "e")))
         view = table_ref(self.names[table], "e")
         if table == MEMBER_TABLE:
             duplicates = exp.Sub(this=exp.Count(this=exp.Star()),
-                                 expression=exp.Count(this=exp.Distinct(expressions=[column(key)])))
+                                 expression=exp.Count(this=exp.Distinct(expressions=[col(key, "e")])))
             return exp.select(count_where(None), *checks, duplicates).from_(view).sql("duckdb")
         later: exp.Expression = exp.false()
         if time_column is not None:
@@ -392,18 +389,18 @@ class SnapshotViews:
             limit: exp.Expression = exp.Cast(this=exp.Placeholder(this="1"), to=exp.DataType.build("TIMESTAMPTZ"))
             if columns[time_column].kind == "date":
                 limit = exp.Cast(this=limit, to=exp.DataType.build("DATE"))
-            later = exp.GT(this=column(time_column), expression=limit)
+            later = exp.GT(this=col(time_column, "e"), expression=limit)
         if not joined:
             return exp.select(count_where(None), count_where(later), exp.Literal.number(0), *checks
                               ).from_(view).sql("duckdb")
         member_key = self.tables[MEMBER_TABLE][0]
-        members = exp.select(exp.alias_(exp.column(member_key, quoted=True), "_mr_key", quoted=True)).from_(
+        members = exp.select(exp.alias_(col(member_key), "_mr_key", quoted=True)).from_(
             table_ref(self.names[MEMBER_TABLE]))
-        unknown = exp.and_(is_null(column("_mr_key", "m")), exp.Not(this=exp.Coalesce(
+        unknown = exp.and_(is_null(col("_mr_key", "m")), exp.Not(this=exp.Coalesce(
             this=later.copy(), expressions=[exp.false()])))
         select = exp.select(count_where(None), count_where(later), count_where(unknown), *checks)
         select = select.from_(view).join(exp.alias_(exp.Subquery(this=members), "m", table=True),
-                                         on=exp.EQ(this=column(key), expression=column("_mr_key", "m")),
+                                         on=exp.EQ(this=col(key, "e"), expression=col("_mr_key", "m")),
                                          join_type="LEFT")
         return select.sql("duckdb")
 
